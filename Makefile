@@ -1,0 +1,46 @@
+# `make setup` builds .venv with everything; `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+REQS   := $(wildcard requirements/*.txt)
+
+.PHONY: setup system-deps test test-all e2e bench demo-model serve web clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): $(REQS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	touch $(STAMP)
+
+# Debian packages the tests drive for real: chromium (browser test), promtool (metrics lint).
+system-deps:
+	@bash scripts/system-deps.sh
+
+# The default suite: everything but tests marked slow (long training runs).
+test: setup
+	$(PY) -m pytest -m "not slow"
+
+test-all: setup
+	$(PY) -m pytest
+
+e2e: setup
+	bash scripts/e2e-compose.sh
+
+bench: setup
+	$(PY) -m benchmarks
+
+demo-model: setup
+	$(PY) -m training train --format nih --data ../shared/data/nih-cxr-1000 --image-size 64 --run-dir runs/demo
+	$(PY) -m training export --run-dir runs/demo --out models
+
+serve: setup
+	$(PY) -m service
+
+web: setup
+	$(PY) -m gateway_flask
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs results test-artifacts
