@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Builds every image with no registry in reach (air-gapped / offline build):
+#   1. a base image: BASE_IMAGE if present or pullable, else one built from Debian packages
+#      (debootstrap + docker import), reused once it exists;
+#   2. a host wheelhouse (.wheelhouse/<image>/) of CPython 3.11 manylinux x86-64 wheels for the
+#      pinned requirements, reused while the requirements files are unchanged;
+#   3. `docker build` of each image with pip pointed at the wheelhouse (--no-index --find-links),
+#      so nothing inside a build container needs the network.
+# Usage: scripts/offline-images.sh [serve|web|train ...]   (default: all three)
+#        scripts/offline-images.sh base | wheels   (only the base image | only the wheelhouse,
+#        e.g. on a machine with internet, then carry .wheelhouse/ across the air gap)
+# Env: BASE_IMAGE (python:3.11-slim), LOCAL_BASE (cxr-base:bookworm), IMAGE_TAG (latest),
+#      WHEELHOUSE (.wheelhouse), DEBIAN_MIRROR (default: the mirror apt uses on this host),
+#      OFFLINE=1 (do not even try to pull BASE_IMAGE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim}
+LOCAL_BASE=${LOCAL_BASE:-cxr-base:bookworm}
+IMAGE_TAG=${IMAGE_TAG:-latest}
+WHEELHOUSE=${WHEELHOUSE:-.wheelhouse}
+PYTHON=${PYTHON:-python3}
+SUITE=bookworm  # its python3 is 3.11, the version every wheel is downloaded for
+
+log() { echo "offline-images: $*" >&2; }
+
+# image name per target; docker-compose.yml names the same tags
+declare -A IMAGE=([serve]=cxr-age-sex-api [web]=cxr-age-sex-web [train]=cxr-age-sex-train)
+declare -A DOCKERFILE=([serve]=Dockerfile.serve [web]=gateway_flask/Dockerfile [train]=Dockerfile.train)
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# The first Debian mirror apt is configured with (deb822 .sources or one-line sources.list).
+debian_mirror() {
+  if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+  local f uri
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    uri=$(awk '/^URIs:/ {print $2; exit}' "$f")
+    if [ -n "$uri" ] && grep -q "^Suites:.*\b$SUITE\b" "$f" && [[ "$uri" != *security* ]]; then
+      echo "$uri"; return
+    fi
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    uri=$(awk -v s="$SUITE" '$1 == "deb" && $3 == s {print $2; exit}' "$f")
+    if [ -n "$uri" ]; then echo "$uri"; return; fi
+  done
+  return 1
+}
+
+# A Debian bookworm root filesystem with python3 + venv, imported as LOCAL_BASE.
+build_local_base() {
+  command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
+  [ "$(id -u)" = 0 ] || { log "debootstrap needs root"; exit 1; }
+  local mirror root
+  mirror=$(debian_mirror) || { log "no Debian mirror found in apt sources; set DEBIAN_MIRROR"; exit 1; }
+  root=$(mktemp -d /var/tmp/cxr-base.XXXXXX)
+  # shellcheck disable=SC2064  # expand $root now: the trap outlives the local
+  trap "rm -rf '$root'" EXIT
+  log "building $LOCAL_BASE with debootstrap ($SUITE) — a few minutes, once"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    "$SUITE" "$root" "$mirror" >/dev/null
+  # Smaller image: package caches, docs and locales are not needed at run time.
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+    "$root"/usr/share/locale/* "$root"/var/log/*.log
+  tar -C "$root" -c . | docker import \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["python3"]' - "$LOCAL_BASE" >/dev/null
+  rm -rf "$root"
+  trap - EXIT
+  log "built $LOCAL_BASE"
+}
+
+# Prints the base image to build on.
+resolve_base() {
+  if have_image "$BASE_IMAGE"; then echo "$BASE_IMAGE"; return; fi
+  if [ "${OFFLINE:-0}" != 1 ] && timeout 120 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+    echo "$BASE_IMAGE"; return
+  fi
+  have_image "$LOCAL_BASE" || build_local_base
+  echo "$LOCAL_BASE"
+}
+
+# Requirements files a target installs (its own + the files it includes with -r).
+req_files() {
+  local f=requirements/$1.txt
+  echo "$f"
+  sed -n 's/^-r[[:space:]]*//p' "$f" | while read -r inc; do echo "requirements/$inc"; done
+}
+
+# Downloads the target's wheels unless the wheelhouse already matches its requirements.
+fill_wheelhouse() {
+  local target=$1 dir=$WHEELHOUSE/$1 stamp digest
+  digest=$(req_files "$target" | xargs cat | sha256sum | cut -d' ' -f1)
+  stamp=$dir/.requirements.sha256
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+    log "wheelhouse $dir is current"; return
+  fi
+  log "downloading wheels for $target into $dir"
+  mkdir -p "$dir"
+  local platforms=() v
+  # manylinux_2_17 (= manylinux2014) … 2_36: every glibc up to bookworm's 2.36
+  for v in $(seq 17 36); do platforms+=(--platform "manylinux_2_${v}_x86_64"); done
+  "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: \
+    "${platforms[@]}" --platform manylinux2014_x86_64 \
+    --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+    -d "$dir" -r "requirements/$target.txt"
+  echo "$digest" >"$stamp"
+}
+
+build_image() {
+  local target=$1 base=$2 tag=${IMAGE[$1]}:$IMAGE_TAG stage
+  log "building $tag from ${DOCKERFILE[$target]} on $base"
+  # Legacy builder: works without buildx; the wheelhouse is COPYed into the `deps` stage only.
+  # That stage is tagged too (:deps-cache) so it stays the layer cache and is never dangling.
+  for stage in deps final; do
+    DOCKER_BUILDKIT=0 docker build -q \
+      -f "${DOCKERFILE[$target]}" --target "$stage" \
+      -t "$([ $stage = deps ] && echo "${IMAGE[$target]}:deps-cache" || echo "$tag")" \
+      --build-arg "BASE_IMAGE=$base" \
+      --build-arg "WHEELHOUSE=$WHEELHOUSE/$target" \
+      --build-arg "PIP_ARGS=--no-index --find-links /tmp/wheels" \
+      . >/dev/null
+  done
+  log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'))"
+}
+
+main() {
+  local targets=("$@") base t
+  [ ${#targets[@]} -gt 0 ] || targets=(serve web train)
+  case "${targets[*]}" in
+    base) resolve_base; return ;;
+    wheels) for t in serve web train; do fill_wheelhouse "$t"; done; return ;;
+  esac
+  for t in "${targets[@]}"; do
+    [ -n "${IMAGE[$t]:-}" ] || { log "unknown image '$t' (serve, web, train)"; exit 2; }
+  done
+  base=$(resolve_base)
+  for t in "${targets[@]}"; do fill_wheelhouse "$t"; done
+  for t in "${targets[@]}"; do build_image "$t" "$base"; done
+  # Images these tags replaced are now dangling: drop ours (the caches are tagged, so kept).
+  docker image prune -f --filter "label=org.opencontainers.image.vendor=cxr-age-sex" >/dev/null || true
+}
+
+main "$@"
