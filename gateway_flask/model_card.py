@@ -1,0 +1,102 @@
+"""The API's model card → what the model page shows (labels, formatted metrics, baselines)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# key → (label, format, which direction is better)
+METRICS: dict[str, tuple[str, str, str]] = {
+    "age_mae": ("Age: mean absolute error", "years", "lower"),
+    "age_rmse": ("Age: root mean squared error", "years", "lower"),
+    "age_r2": ("Age: R²", "plain", "higher"),
+    "age_within_5y": ("Age: share within ±5 years", "percent", "higher"),
+    "sex_auc": ("Sex: ROC AUC of P(male)", "plain", "higher"),
+    "sex_accuracy": ("Sex: accuracy", "percent", "higher"),
+    "sex_sensitivity": ("Sex: sensitivity (male)", "percent", "higher"),
+    "sex_specificity": ("Sex: specificity (female)", "percent", "higher"),
+}
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric: the model's value on the test split next to the trivial baseline's."""
+
+    label: str
+    test: str
+    baseline: str
+    validation: str
+    better: str
+
+
+@dataclass(frozen=True)
+class CardView:
+    """The card's fields the page shows; missing ones are empty, never an error."""
+
+    name: str
+    version: str
+    created: str
+    intended_use: str
+    disclaimer: str
+    dataset: str
+    split: str
+    images: dict[str, Any]
+    metrics: list[MetricRow]
+    frameworks: dict[str, Any]
+    input_shape: str
+    preprocessing: str
+    sha256: str
+
+
+def present_card(card: Mapping[str, Any]) -> CardView:
+    """Pick and format the card's fields for model.html."""
+    training = _mapping(card.get("training_data"))
+    metrics = _mapping(card.get("metrics"))
+    baselines = _mapping(metrics.get("baselines"))
+    pre = _mapping(card.get("preprocessing"))
+    inp = _mapping(card.get("input"))
+    return CardView(
+        name=str(card.get("name", "unknown model")),
+        version=str(card.get("version", "")),
+        created=str(card.get("created", "")),
+        intended_use=str(card.get("intended_use", "")),
+        disclaimer=str(card.get("disclaimer", "Research demo, not for clinical use.")),
+        dataset=str(training.get("dataset", "")),
+        split=str(training.get("split", "")),
+        images=dict(_mapping(training.get("images"))),
+        metrics=metric_rows(_mapping(metrics.get("test")), _mapping(baselines.get("test")),
+                            _mapping(metrics.get("validation"))),
+        frameworks=dict(_mapping(card.get("frameworks"))),
+        input_shape=" × ".join("batch" if d is None else str(d) for d in inp.get("shape", [])),
+        preprocessing=", ".join(f"{k} {v}" for k, v in pre.items()),
+        sha256=str(card.get("sha256", "")),
+    )
+
+
+def metric_rows(test: Mapping[str, Any], baseline: Mapping[str, Any],
+                validation: Mapping[str, Any]) -> list[MetricRow]:
+    """Known metrics in a fixed order, then any others the card carries."""
+    keys = [k for k in METRICS if k in test] + sorted(k for k in test if k not in METRICS)
+    rows = []
+    for key in keys:
+        label, fmt, better = METRICS.get(key, (key.replace("_", " "), "plain", ""))
+        rows.append(MetricRow(label, format_metric(test.get(key), fmt),
+                              format_metric(baseline.get(key), fmt),
+                              format_metric(validation.get(key), fmt), better))
+    return rows
+
+
+def format_metric(value: Any, fmt: str) -> str:
+    """'9.1 years', '83.2 %', '0.912', or '—' when the card has no number."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    if fmt == "years":
+        return f"{value:.1f} years"
+    if fmt == "percent":
+        return f"{value * 100:.1f} %" if value <= 1 else f"{value:.1f} %"
+    return f"{value:.3f}"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

@@ -1,0 +1,109 @@
+"""The pages and the JSON proxy: upload → API → results, model card, health."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+from werkzeug.datastructures import FileStorage
+
+from gateway_flask.api_client import ApiClient, ApiError, ApiUnavailable, Upload
+from gateway_flask.errors import UploadRejected
+from gateway_flask.model_card import present_card
+from gateway_flask.results import Row, build_rows, csv_data_uri, rows_to_csv, thumbnail_uri
+from gateway_flask.settings import Settings
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("web", __name__)
+
+MAX_FILENAME_CHARS = 255  # longer client names are cut before they reach the API or the page
+
+
+def api_client() -> ApiClient:
+    return current_app.extensions["api_client"]
+
+
+def settings() -> Settings:
+    return current_app.extensions["gateway_settings"]
+
+
+@bp.get("/")
+def index() -> str:
+    """The upload page."""
+    return render_template("upload.html")
+
+
+@bp.post("/predict")
+def predict_form() -> str:
+    """Form upload of one or many files → results page (table, thumbnails, CSV)."""
+    uploads = read_uploads(request.files.getlist("files"))
+    batch = api_client().predict_batch(uploads)
+    rows = build_rows([u.filename for u in uploads], batch)
+    attach_thumbnails(rows, uploads)
+    model = batch.get("model") or {}
+    # Counts only: client file names may carry patient names.
+    logger.info("form upload: %d files, %d predicted, %d rejected", len(rows),
+                sum(r.ok for r in rows), sum(not r.ok for r in rows))
+    return render_template("results.html", rows=rows, model=model,
+                           csv_uri=csv_data_uri(rows_to_csv(rows, model)))
+
+
+@bp.get("/model")
+def model_page() -> str:
+    """The model card, with test metrics next to the trivial baselines."""
+    return render_template("model.html", card=present_card(api_client().model_card()))
+
+
+@bp.post("/api/predict")
+def api_predict() -> Any:
+    """JSON proxy: multipart `file` → /v1/predict, `files` → /v1/predict/batch, or a raw body."""
+    files = request.files.getlist("files")
+    if files:
+        return jsonify(api_client().predict_batch(read_uploads(files)))
+    if "file" in request.files:
+        return jsonify(api_client().predict(read_uploads([request.files["file"]])[0]))
+    if request.mimetype.startswith("multipart/") or not request.content_length:
+        raise UploadRejected("no image: send multipart field 'file' (one image) or 'files' "
+                             "(several), or the raw image as the request body")
+    return jsonify(api_client().predict(Upload("upload", request.get_data(), request.mimetype)))
+
+
+@bp.get("/api/health")
+def api_health() -> Any:
+    """Whether the inference API is ready (the page's health indicator polls this)."""
+    return jsonify({"api": api_client().readiness()})
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    """Liveness of the web app itself, independent of the API (container healthcheck)."""
+    return jsonify({"status": "ok"})
+
+
+def read_uploads(files: list[FileStorage]) -> list[Upload]:
+    """The chosen files as in-memory uploads; refuse none or too many with a clear message."""
+    chosen = [f for f in files if f.filename or f.content_length]
+    if not chosen:
+        raise UploadRejected("no file chosen: pick at least one image (PNG, JPEG, TIFF, BMP, WebP or DICOM)")
+    limit = settings().max_files
+    if len(chosen) > limit:
+        raise UploadRejected(f"{len(chosen)} files chosen; the limit is {limit} per upload")
+    return [
+        Upload((f.filename or f"file {i + 1}")[:MAX_FILENAME_CHARS], f.read(),
+               f.mimetype or "application/octet-stream")
+        for i, f in enumerate(chosen)
+    ]
+
+
+def attach_thumbnails(rows: list[Row], uploads: list[Upload]) -> None:
+    """Ask the API for a PNG preview of each predicted file; a failed preview just shows none."""
+    for row, upload in zip(rows, uploads, strict=True):
+        if not row.ok:
+            continue
+        try:
+            row.thumbnail = thumbnail_uri(api_client().preview(upload))
+        except ApiError:
+            continue
+        except ApiUnavailable:
+            return  # do not wait out one timeout per file
