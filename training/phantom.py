@@ -72,13 +72,13 @@ def render_phantom(age: float, male: bool, size: int, rng: np.random.Generator) 
     lungs = np.maximum(lung_l, lung_r)
     img -= 55.0 * lungs
     # Heart: wider with age (a weak, diffuse age cue).
-    heart = _soft(_ellipse(x, y, 0.08, 0.38, 0.26 + 0.08 * a, 0.24))
+    heart = _soft(_ellipse(x, y, 0.08, 0.38, 0.22 + 0.12 * a, 0.24))
     img += 45.0 * heart * lungs + 20.0 * heart
 
     age_mask = np.zeros((size, size), dtype=bool)
     sex_mask = np.zeros((size, size), dtype=bool)
     # Bone density falls with age: spine and ribs get darker and thinner.
-    bone = 1.0 - 0.65 * a + rng.normal(0, 0.04)
+    bone = 1.0 - 0.75 * a + rng.normal(0, 0.04)
     spine_half = (0.07 - 0.025 * a)
     spine = np.clip(1.0 - np.abs(x) / spine_half, 0, 1) ** 0.5 * (np.abs(y) < 0.95)
     img += 90.0 * bone * spine
@@ -95,11 +95,11 @@ def render_phantom(age: float, male: bool, size: int, rng: np.random.Generator) 
             rib = np.clip(1.0 - dist / rib_thick, 0, 1) * on
             img += 55.0 * bone * rib
             age_mask |= (dist < 0.04) & on
-    # Aortic-arch calcification: dots that appear after ~50 years.
-    calc = np.clip((float(age) - 50.0) / 40.0, 0, 1)
+    # Aortic-arch calcification: dots that appear after ~40 years.
+    calc = np.clip((float(age) - 40.0) / 40.0, 0, 1)
     arch = _ellipse(x, y, -0.10, -0.30, 0.11, 0.08)
     knob = (arch < 1.0) & (arch > 0.5)
-    img += 60.0 * calc * knob
+    img += 80.0 * calc * knob
     age_mask |= arch < 1.2
     # Clavicles: label-free anatomy.
     for side in (-1.0, 1.0):
