@@ -1,0 +1,68 @@
+"""The model card (models/model.json): everything inference needs to know about model.onnx."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+from service.imaging import PreprocessParams
+from training.config import TrainConfig
+
+INTENDED_USE = (
+    "Research demo: estimate a patient's age and sex from a frontal chest radiograph to flag "
+    "possible patient-identification errors (an image filed under the wrong patient). "
+    "Adults; PA/AP views."
+)
+DISCLAIMER = "Research demo, not for clinical use."
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def framework_versions(opset: int) -> dict[str, object]:
+    """Versions of what built the artifact."""
+    import keras
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "tf2onnx": tf2onnx.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnx_opset": opset}
+
+
+def build_card(*, cfg: TrainConfig, data: dict, metrics: dict, trust: dict, sha256: str,
+               opset: int, parity: dict, version: str, embedding_dim: int) -> dict:
+    """Assemble model.json following docs/contracts.md (later keys are additive)."""
+    s = cfg.image_size
+    return {
+        "name": "cxr-age-sex",
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "input": {"name": "image", "shape": [None, s, s, 1], "dtype": "float32", "layout": "NHWC",
+                  "value_range": [0, 255]},
+        "preprocessing": PreprocessParams(size=s).to_card(),
+        "outputs": [
+            {"name": "age", "shape": [None, 1], "dtype": "float32", "unit": "years",
+             "meaning": "predicted age in years"},
+            {"name": "p_male", "shape": [None, 1], "dtype": "float32",
+             "meaning": "P(male): probability the patient is male (temperature-calibrated)"},
+            {"name": "embedding", "shape": [None, embedding_dim], "dtype": "float32",
+             "meaning": "penultimate features, for the input guard (see input_guard)"},
+        ],
+        "architecture": {"backbone": cfg.backbone, "width": cfg.width, "depth": cfg.depth,
+                         "embedding_dim": embedding_dim, "age_loss": cfg.age_loss},
+        "training_data": {"dataset": data["dataset"], "images": data["images"], "split": data["split"]},
+        "metrics": metrics,
+        "age_interval": trust["age_interval"],
+        "sex_calibration": trust["sex_calibration"],
+        "input_guard": trust["input_guard"],
+        "export_parity": parity,
+        "frameworks": framework_versions(opset),
+        "sha256": sha256,
+        "intended_use": INTENDED_USE,
+        "disclaimer": DISCLAIMER,
+    }

@@ -1,0 +1,122 @@
+"""`python -m training export`: Keras → ONNX (tf2onnx) behind a parity gate, plus the model card.
+
+The gate runs ONNX Runtime and Keras on ≥ 32 real images re-read from disk through the serving
+preprocessing; if any output differs by more than 1e-4, nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from training.card import build_card, sha256_file
+from training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+PARITY_IMAGES = 32
+PARITY_TOLERANCE = 1e-4
+OUTPUTS = ("age", "p_male", "embedding")
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime and Keras disagree: the artifact is not written."""
+
+
+def convert(model, image_size: int, temperature: float, opset: int) -> bytes:  # noqa: ANN001
+    """The Keras model as ONNX bytes: input `image`, outputs age, p_male (calibrated), embedding."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec([None, image_size, image_size, 1], tf.float32, name="image")]
+
+    @tf.function(input_signature=spec)
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = model(image, training=False)
+        # Temperature scaling lives in the graph, so every consumer gets the calibrated P(male).
+        p_male = tf.sigmoid(out["sex"] / tf.constant(temperature, tf.float32))
+        return {"age": tf.identity(out["age"], name="age"), "p_male": tf.identity(p_male, name="p_male"),
+                "embedding": tf.identity(out["embedding"], name="embedding")}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    _name_batch_axis(proto)
+    return proto.SerializeToString()
+
+
+def _name_batch_axis(proto) -> None:  # noqa: ANN001 - onnx.ModelProto
+    """tf2onnx names the dynamic axis unk__N; call it `batch` on the input and every output."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+    names = {o.name for o in proto.graph.output}
+    if names != set(OUTPUTS) or [i.name for i in proto.graph.input] != ["image"]:
+        raise RuntimeError(f"exported graph has inputs {[i.name for i in proto.graph.input]} "
+                           f"and outputs {sorted(names)}; expected ['image'] and {list(OUTPUTS)}")
+
+
+def check_parity(onnx_bytes: bytes, model, images: np.ndarray, temperature: float) -> dict:  # noqa: ANN001
+    """Max |ONNX − Keras| per output on real images; raise ParityError above the tolerance."""
+    import onnxruntime as ort
+
+    from training.calibration import sigmoid
+
+    if len(images) < PARITY_IMAGES:
+        raise ParityError(f"parity gate needs ≥ {PARITY_IMAGES} real images; the run has {len(images)}")
+    x = images[..., None].astype(np.float32)
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": x}), strict=True))
+    ref = model.predict(x, batch_size=len(x), verbose=0)
+    want = {"age": np.asarray(ref["age"]), "embedding": np.asarray(ref["embedding"]),
+            "p_male": sigmoid(np.asarray(ref["sex"], np.float64) / temperature)}
+    diffs = {k: float(np.max(np.abs(got[k].astype(np.float64) - want[k]))) for k in OUTPUTS}
+    report = {"images": len(x), "max_abs_diff": {k: float(f"{v:.3g}") for k, v in diffs.items()},
+              "tolerance": PARITY_TOLERANCE}
+    bad = {k: v for k, v in diffs.items() if v > PARITY_TOLERANCE}
+    if bad:
+        raise ParityError(f"ONNX Runtime differs from Keras on {len(x)} images: {bad} > {PARITY_TOLERANCE}")
+    return report
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, version: str = "1.0.0") -> Path:
+    """Export the run's best model into out_dir (model.onnx + model.json); return the ONNX path."""
+    from training.tfsetup import setup_tensorflow
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cfg = TrainConfig.load(run_dir / "config.json")
+    setup_tensorflow(cfg.threads, cfg.seed)
+    from training.evaluate import load_run_model, load_split_images
+
+    if opset < 17:
+        raise ValueError(f"opset {opset} is too old; use 17 or newer")
+    trust = json.loads((run_dir / "trust.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    data = json.loads((run_dir / "data.json").read_text())
+    temperature = float(trust["sex_calibration"]["temperature"])
+    model = load_run_model(run_dir)
+    onnx_bytes = convert(model, cfg.image_size, temperature, opset)
+
+    # Real images, re-read from disk: test first, then validation, then training if too few.
+    images, _, names = load_split_images(run_dir, cfg)
+    order = np.concatenate([np.flatnonzero(names == s) for s in ("test", "validation", "train")])
+    parity = check_parity(onnx_bytes, model, images[order[:max(PARITY_IMAGES, 64)]], temperature)
+    logger.info("parity gate passed: %s", parity)
+
+    # Write into a temporary folder and move into place, so a failure leaves no half artifact.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        onnx_path.write_bytes(onnx_bytes)
+        card = build_card(cfg=cfg, data=data, metrics=metrics, trust=trust, sha256=sha256_file(onnx_path),
+                          opset=opset, parity=parity, version=version,
+                          embedding_dim=int(model.get_layer("embedding").units))
+        (Path(tmp) / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+        shutil.move(onnx_path, out_dir / "model.onnx")
+        shutil.move(Path(tmp) / "model.json", out_dir / "model.json")
+    shutil.copy(out_dir / "model.json", run_dir / "model.json")
+    logger.info("wrote %s (%d bytes) and its card", out_dir / "model.onnx", len(onnx_bytes))
+    return out_dir / "model.onnx"
