@@ -75,3 +75,24 @@ class InferenceFailed(ServiceError):
 
     status_code = 500
     code = "inference_failed"
+
+
+class TooManyFiles(ServiceError):
+    """A batch request carries more files than MAX_BATCH_FILES."""
+
+    status_code = 413
+    code = "too_many_files"
+
+
+class Unauthorized(ServiceError):
+    """Missing or wrong API key (the message never says which)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class ModelNotFound(ServiceError):
+    """An OIP v2 request names a model (or version) this server does not serve."""
+
+    status_code = 404
+    code = "model_not_found"

@@ -1,0 +1,112 @@
+"""The FastAPI application: create_app() wires settings, model, batcher, routes and handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import routes_v1, routes_v2
+from service.engine import Engine
+from service.errors import Overloaded, ServiceError
+from service.lifecycle import Lifecycle
+from service.metrics import Metrics
+from service.middleware import ApiKeyMiddleware, MetricsMiddleware
+from service.model import ModelMismatch, load_model
+from service.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Predicts age (years) and sex (P(male)) from a chest X-ray.
+Research demo, not for clinical use. Send PNG, JPEG, TIFF, BMP, WebP or DICOM.
+
+    curl -F file=@xray.png http://localhost:8000/v1/predict
+"""
+
+
+class State(TypedDict):
+    engine: Engine
+    lifecycle: Lifecycle
+
+
+def _error(status: int, code: str, detail: str, request: Request,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"detail": detail, "code": code}
+    if request.url.path.startswith("/v2"):
+        body["error"] = detail  # OIP v2 clients (tritonclient) read "error"
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None = None) -> FastAPI:
+    """Build the API; the model is loaded, checked and warmed up when the lifespan starts."""
+    settings = settings or load_settings()
+    lifecycle = lifecycle or Lifecycle()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        try:
+            model = load_model(settings.model_path, settings.card_path,
+                               providers=settings.ort_providers,
+                               intra_op_threads=settings.ort_intra_op_threads)
+        except ModelMismatch as exc:
+            logger.error("refusing to start: %s", exc)
+            raise
+        engine = Engine(settings, model, metrics, lifecycle)
+        await engine.start()
+        logger.info("serving %s %s: max_batch_size=%d max_wait_ms=%g max_queue=%d", model.name,
+                    model.version, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
+        try:
+            yield {"engine": engine, "lifecycle": lifecycle}
+        finally:
+            await engine.stop()
+            logger.info("stopped")
+
+    app = FastAPI(title="Chest X-ray age & sex API", version="0.1.0", description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.include_router(routes_v1.router)
+    app.include_router(routes_v2.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        metrics.refused(exc.status_code)
+        headers = None
+        if isinstance(exc, Overloaded):
+            headers = {"Retry-After": str(int(exc.retry_after_s))}
+        if exc.status_code >= 500:
+            logger.warning("%s %s: %s", exc.status_code, exc.code, exc.message)
+        return _error(exc.status_code, exc.code, exc.message, request, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.refused(400)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _error(400, "bad_request", f"invalid request: {problems}", request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        detail = exc.detail if exc.status_code != 404 else f"no such endpoint: {request.url.path}"
+        return _error(exc.status_code, code, str(detail), request, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s", request.url.path)
+        return _error(500, "internal_error", f"internal error: {type(exc).__name__}", request)
+
+    if settings.api_keys:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
+                           open_paths=settings.auth_open_paths, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,118 @@
+"""Bytes → prediction: preprocessing in a thread pool, then the shared batcher and ORT session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from service import imaging
+from service.batcher import Batcher, BatchResult
+from service.errors import ModelNotReady
+from service.lifecycle import Lifecycle
+from service.metrics import Metrics
+from service.model import OnnxModel
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_MAX_SIDE = 256
+
+
+class Engine:
+    """Everything a route needs to turn uploads into answers; one per app."""
+
+    def __init__(self, settings: Settings, model: OnnxModel, metrics: Metrics,
+                 lifecycle: Lifecycle) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = metrics
+        self.lifecycle = lifecycle
+        self.batcher = Batcher(model.run, max_batch_size=settings.max_batch_size,
+                               max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                               max_concurrent_batches=settings.max_concurrent_batches,
+                               observer=metrics)
+        self._pool = ThreadPoolExecutor(settings.preprocess_workers(), thread_name_prefix="preprocess")
+        metrics.track_queue_depth(lambda: self.batcher.queued_rows)
+        metrics.set_model(model.name, model.version, str(model.card["sha256"]))
+
+    @property
+    def model_ref(self) -> dict[str, str]:
+        return {"name": self.model.name, "version": self.model.version}
+
+    async def start(self) -> None:
+        """Start the batcher, then warm ORT up with one full batch and one single image."""
+        await self.batcher.start()
+        loop = asyncio.get_running_loop()
+        for n in (self.settings.max_batch_size, 1):
+            zeros = np.zeros((n, *self.model.input_shape), dtype=np.float32)
+            await loop.run_in_executor(None, self.model.run, zeros)
+        self.lifecycle.set_ready()
+
+    async def stop(self) -> None:
+        """Finish queued work (bounded by the drain timeout), then release the threads."""
+        self.lifecycle.begin_drain()
+        await self.batcher.close(self.settings.drain_timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def check_ready(self) -> None:
+        """Refuse work before warm-up; while draining, accepted work still runs."""
+        if self.lifecycle.state == "starting":
+            raise ModelNotReady(f"not ready: {self.lifecycle.reason()}")
+
+    async def preprocess(self, data: bytes) -> tuple[npt.NDArray[np.float32], float]:
+        """One encoded file → model input (S, S, 1) off the event loop; returns (tensor, seconds)."""
+        start = time.perf_counter()
+        x = await asyncio.get_running_loop().run_in_executor(
+            self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels)
+        elapsed = time.perf_counter() - start
+        self.metrics.preprocess_seconds.observe(elapsed)
+        self.metrics.images.labels(format=imaging.sniff_format(data[:1024])).inc()
+        return x, elapsed
+
+    async def infer(self, x: npt.NDArray[np.float32], *, priority: int = 0) -> BatchResult:
+        """Rows (k, S, S, 1) through the shared batcher."""
+        self.check_ready()
+        return await self.batcher.submit(x, timeout_s=self.settings.request_timeout_ms / 1000,
+                                         priority=priority)
+
+    def describe(self, outputs: dict[str, npt.NDArray[Any]], row: int = 0) -> dict[str, Any]:
+        """The prediction fields of one row, recorded in the drift metrics."""
+        age = float(outputs["age"][row].reshape(-1)[0])
+        p_male = float(outputs["p_male"][row].reshape(-1)[0])
+        sex = "male" if p_male >= 0.5 else "female"
+        self.metrics.prediction(age, sex)
+        return {"age_years": age, "sex": sex, "p_male": p_male}
+
+    async def predict_bytes(self, data: bytes) -> dict[str, Any]:
+        """One encoded file → the /v1/predict response body."""
+        start = time.perf_counter()
+        self.check_ready()
+        x, pre_s = await self.preprocess(data)
+        result = await self.infer(x[None])
+        return {**self.describe(result.outputs), "model": self.model_ref, "timings_ms": {
+            "preprocess": round(pre_s * 1000, 3), "queue": round(result.queue_s * 1000, 3),
+            "inference": round(result.compute_s * 1000, 3),
+            "total": round((time.perf_counter() - start) * 1000, 3)}}
+
+    async def preview_png(self, data: bytes) -> bytes:
+        """The cleaned grey image (borders cropped, longer side ≤ 256 px) as PNG."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, _preview, data, self.model.params, self.settings.max_image_pixels)
+
+
+def _preprocess(data: bytes, params: imaging.PreprocessParams, max_pixels: int) -> npt.NDArray[np.float32]:
+    return imaging.preprocess_bytes(data, params, max_pixels=max_pixels)
+
+
+def _preview(data: bytes, params: imaging.PreprocessParams, max_pixels: int) -> bytes:
+    gray = imaging.crop_borders(imaging.decode_image(data, max_pixels=max_pixels), params)
+    img = Image.fromarray(gray, "L")
+    img.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
+    return imaging.encode_png(np.asarray(img, dtype=np.uint8))

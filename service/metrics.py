@@ -1,0 +1,80 @@
+"""Every Prometheus metric of the service, in one registry per app (tests build many apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_AGE_BUCKETS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+
+
+class Metrics:
+    """The service's metrics; also the batcher's observer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_seconds = Histogram(
+            "cxr_request_duration_seconds", "End-to-end HTTP request time.",
+            ["endpoint", "method"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "cxr_requests_total", "HTTP requests by route template and status code.",
+            ["endpoint", "method", "status"], registry=r)
+        self.in_flight = Gauge("cxr_requests_in_flight", "HTTP requests being handled.", registry=r)
+        self.rejections = Counter(
+            "cxr_rejections_total", "Requests refused, by reason.", ["reason"], registry=r)
+        self.queue_wait_seconds = Histogram(
+            "cxr_queue_wait_seconds", "Time an item waited in the batcher before compute.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.preprocess_seconds = Histogram(
+            "cxr_preprocess_duration_seconds", "Decode + clean + resize time per image.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.compute_seconds = Histogram(
+            "cxr_inference_batch_duration_seconds", "ONNX Runtime time per batch.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "cxr_batch_size", "Rows per ONNX Runtime batch.", buckets=_BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge("cxr_queue_depth", "Images waiting in the batcher.", registry=r)
+        self.model_info = Info("cxr_model", "The model being served.", registry=r)
+        self.predicted_age = Histogram(
+            "cxr_predicted_age_years", "Predicted ages (input drift shows here).",
+            buckets=_AGE_BUCKETS, registry=r)
+        self.predicted_sex = Counter(
+            "cxr_predicted_sex_total", "Predicted sex labels.", ["sex"], registry=r)
+        self.images = Counter(
+            "cxr_images_total", "Images preprocessed, by detected format.", ["format"], registry=r)
+
+    def track_queue_depth(self, depth: Callable[[], float]) -> None:
+        """Read the queue depth from the batcher at scrape time."""
+        self.queue_depth.set_function(depth)
+
+    def set_model(self, name: str, version: str, sha256: str) -> None:
+        """Publish which model answers."""
+        self.model_info.info({"name": name, "version": version, "sha256": sha256})
+
+    # BatchObserver
+    def batch_done(self, size: int, compute_s: float) -> None:
+        self.batch_size.observe(size)
+        self.compute_seconds.observe(compute_s)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason=reason).inc()
+
+    def refused(self, status: int) -> None:
+        """Count a request refused for its input, auth or readiness (the batcher counts the rest)."""
+        reason = {401: "unauthorized", 503: "not_ready"}.get(status)
+        if reason is None and 400 <= status < 500 and status not in (429, 504):
+            reason = "bad_input"
+        if reason:
+            self.rejections.labels(reason=reason).inc()
+
+    def prediction(self, age: float, sex: str) -> None:
+        """Record one prediction's distribution."""
+        self.predicted_age.observe(age)
+        self.predicted_sex.labels(sex=sex).inc()

@@ -1,0 +1,116 @@
+"""Response bodies as pydantic models: they shape the OpenAPI docs and its examples."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["cxr-age-sex"])
+    version: str = Field(examples=["1.0.0"])
+
+
+class Timings(BaseModel):
+    """Server-side milliseconds per stage."""
+
+    preprocess: float = Field(examples=[3.1])
+    queue: float = Field(examples=[0.4])
+    inference: float = Field(examples=[1.2])
+    total: float = Field(examples=[5.0])
+
+
+class InputWarning(BaseModel):
+    """Something about the input worth a human look (machine-readable code + a sentence)."""
+
+    code: str
+    message: str
+
+
+class Prediction(BaseModel):
+    """Predicted age and sex for one image."""
+
+    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [{
+        "age_years": 54.2, "sex": "male", "p_male": 0.83,
+        "model": {"name": "cxr-age-sex", "version": "1.0.0"},
+        "timings_ms": {"preprocess": 3.1, "queue": 0.4, "inference": 1.2, "total": 5.0},
+        "warnings": []}]})
+
+    age_years: float = Field(description="Predicted age in years.")
+    sex: Literal["female", "male"] = Field(description="'male' when p_male ≥ 0.5.")
+    p_male: float = Field(ge=0, le=1, description="Probability the patient is male.")
+    model: ModelRef
+    timings_ms: Timings
+    warnings: list[InputWarning] = []
+
+
+class ItemError(BaseModel):
+    status: int = Field(examples=[415])
+    code: str = Field(examples=["unsupported_media_type"])
+    message: str = Field(examples=["not a supported image (found PDF header)"])
+
+
+class BatchItem(BaseModel):
+    """One file's outcome; prediction fields are present when ok, `error` when not."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    index: int
+    filename: str | None = None
+    ok: bool
+    age_years: float | None = None
+    sex: Literal["female", "male"] | None = None
+    p_male: float | None = None
+    timings_ms: Timings | None = None
+    warnings: list[InputWarning] = []
+    error: ItemError | None = None
+
+
+class BatchResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [{
+        "model": {"name": "cxr-age-sex", "version": "1.0.0"},
+        "results": [
+            {"index": 0, "filename": "a.png", "ok": True, "age_years": 61.0, "sex": "female",
+             "p_male": 0.12, "timings_ms": {"preprocess": 3.0, "queue": 0.5, "inference": 1.4,
+                                            "total": 5.2}, "warnings": []},
+            {"index": 1, "filename": "b.pdf", "ok": False, "error": {
+                "status": 415, "code": "unsupported_media_type",
+                "message": "not a supported image (found pdf); send PNG, JPEG, TIFF, BMP, WebP or DICOM"}},
+        ]}]})
+
+    model: ModelRef
+    results: list[BatchItem]
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    detail: str = Field(examples=["image is 40000×40000 = 1600.0 MP; limit is 50 MP"])
+    code: str = Field(examples=["image_too_large"])
+
+
+class Status(BaseModel):
+    status: str = Field(examples=["ok"])
+    model: ModelRef | None = None
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "PNG, JPEG, TIFF, BMP, WebP or DICOM"}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+}}}
+
+BATCH_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "up to MAX_BATCH_FILES images; results keep this order"}}}},
+}}}

@@ -1,0 +1,78 @@
+"""Service configuration from the environment (names are a contract: docs/contracts.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the key and the value."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the inference API; each field is read from the upper-case env variable."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
+                                      protected_namespaces=())
+
+    host: str = "0.0.0.0"  # containers need every interface; set 127.0.0.1 for a laptop
+    port: int = Field(8000, ge=0, le=65535)
+    model_dir: Path = Path("models")
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    max_wait_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue: int = Field(256, ge=1)
+    request_timeout_ms: float = Field(10_000, gt=0)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_batch_upload_bytes: int = Field(128 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(50_000_000, ge=1024)
+    max_batch_files: int = Field(64, ge=1)
+    ort_intra_op_threads: int = Field(0, ge=0)  # 0 = ONNX Runtime picks (all physical cores)
+    ort_providers: Annotated[list[str], NoDecode] = []  # empty = CUDA first when present, else CPU
+    preprocess_threads: int = Field(0, ge=0)  # 0 = one per CPU core
+    max_concurrent_batches: int = Field(1, ge=1, le=64)
+    drain_timeout_s: float = Field(30.0, ge=0)
+    shutdown_grace_s: float = Field(0.0, ge=0)  # keep answering (readiness 503) before closing
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    api_keys: Annotated[list[str], NoDecode] = []  # empty = no authentication (local demo)
+    auth_open_paths: Annotated[list[str], NoDecode] = ["/healthz", "/readyz", "/metrics",
+                                                       "/v2/health/live", "/v2/health/ready"]
+
+    @field_validator("ort_providers", "api_keys", "auth_open_paths", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / "model.onnx"
+
+    @property
+    def card_path(self) -> Path:
+        return self.model_dir / "model.json"
+
+    def preprocess_workers(self) -> int:
+        return self.preprocess_threads or (os.cpu_count() or 1)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read Settings from the environment; a bad value raises ConfigError naming key and value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"Config '{key}' has value {err.get('input')!r}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from None

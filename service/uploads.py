@@ -1,0 +1,135 @@
+"""Read request bodies into memory with hard limits while streaming (never to disk)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import python_multipart
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from service.errors import BadRequest, ImageTooLarge
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
+MAX_FILENAME_CHARS = 255
+
+
+@dataclass
+class Upload:
+    """One uploaded file held in memory; `size` counts every byte even past the limit."""
+
+    field: str
+    filename: str | None
+    content_type: str | None
+    data: bytearray = field(default_factory=bytearray)
+    size: int = 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it passes `limit` (Content-Length checked first)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ImageTooLarge(f"upload is {_mb(int(declared))}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ImageTooLarge(f"upload is over {_mb(limit)}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)")
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before the body was complete") from None
+    return bytes(body)
+
+
+class _PartCollector:
+    """python-multipart callbacks that keep parts in memory, dropping bytes past the per-file limit."""
+
+    def __init__(self, per_file_limit: int, max_files: int) -> None:
+        self.parts: list[Upload] = []
+        self._per_file_limit = per_file_limit
+        self._max_files = max_files
+        self._current: Upload | None = None
+        self._headers: dict[bytes, bytes] = {}
+        self._name = b""
+        self._value = b""
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._name.lower()] = self._value
+        self._name, self._value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        if b"name" not in options:
+            raise BadRequest("a multipart part has no name in its Content-Disposition header")
+        filename = options.get(b"filename")
+        if len(self.parts) >= self._max_files:
+            raise BadRequest(f"more than {self._max_files} parts in one request (MAX_BATCH_FILES)")
+        content_type = self._headers.get(b"content-type")
+        self._current = Upload(
+            field=options[b"name"].decode("utf-8", "replace"),
+            filename=None if filename is None else
+            filename.decode("utf-8", "replace")[:MAX_FILENAME_CHARS],
+            content_type=None if content_type is None else content_type.decode("latin-1"),
+        )
+        self.parts.append(self._current)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current
+        assert part is not None
+        part.size += end - start
+        if part.size <= self._per_file_limit:
+            part.data += data[start:end]
+        elif part.data:
+            part.data = bytearray()  # over the limit: keep counting, stop holding
+
+    def on_part_end(self) -> None:
+        self._current = None
+
+
+async def read_multipart(request: Request, *, per_file_limit: int, total_limit: int,
+                         max_parts: int) -> list[Upload]:
+    """Parse a multipart/form-data body in memory; 413 past `total_limit`, 400 when malformed."""
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("multipart/form-data body without a boundary in its Content-Type")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > total_limit:
+        raise ImageTooLarge(f"request body is {_mb(int(declared))}; limit is {_mb(total_limit)}")
+    collector = _PartCollector(per_file_limit, max_parts)
+    callbacks = {name: getattr(collector, name) for name in (
+        "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
+        "on_header_end", "on_headers_finished")}
+    parser = python_multipart.MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > total_limit:
+                raise ImageTooLarge(f"request body is over {_mb(total_limit)}; limit is {_mb(total_limit)}")
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise BadRequest(f"malformed multipart/form-data body: {exc}") from None
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before the body was complete") from None
+    return collector.parts
+
+
+def is_multipart(request: Request) -> bool:
+    """True for multipart/form-data requests."""
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
