@@ -27,8 +27,6 @@ class GatewayServer(BaseApplication):
         self.cfg.set("worker_class", "gthread")
         self.cfg.set("timeout", int(s.api_timeout_s + 30))
         self.cfg.set("loglevel", s.log_level.lower())
-        # Build the app once before forking so every worker shares the (maybe random) secret key.
-        self.cfg.set("preload_app", True)
 
     def load(self) -> Any:
         return create_app(self.settings)

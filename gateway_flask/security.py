@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hmac
 import io
+import re
 import secrets
 from typing import IO
 
-from flask import Flask, Request, Response, request, session
+from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import BadRequest
 
 CSRF_FIELD = "csrf_token"
+CSRF_COOKIE = "csrf_token"
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 CSRF_HEADER = "X-CSRF-Token"
-# JSON endpoints for scripts: they carry no session and change no state, so cross-site posts gain
+# JSON endpoints for scripts: they rely on no cookie and change no state, so cross-site posts gain
 # an attacker nothing they could not get by calling the API directly.
 CSRF_EXEMPT = frozenset({"web.api_predict"})
 
@@ -37,11 +40,11 @@ SECURITY_HEADERS = {
 
 
 class CsrfFailed(BadRequest):
-    """A form post without the session's CSRF token (forged, or the page outlived the session)."""
+    """A form post without the browser's CSRF token (forged, or cookies were cleared)."""
 
     description = (
-        "This form has expired or did not come from this site (missing or wrong CSRF token). "
-        "Reload the page and upload again."
+        "This form has expired or did not come from this site (missing or wrong CSRF token; "
+        "are cookies blocked?). Reload the page and upload again."
     )
 
 
@@ -55,22 +58,34 @@ class InMemoryRequest(Request):
 
 
 def csrf_token() -> str:
-    """This session's CSRF token, created on first use (templates call it)."""
-    token = session.get(CSRF_FIELD)
-    if not token:
+    """The browser's CSRF token, created on first use (templates call it)."""
+    token = g.get("csrf_token") or request.cookies.get(CSRF_COOKIE, "")
+    if not _TOKEN_SHAPE.fullmatch(token):
         token = secrets.token_urlsafe(32)
-        session[CSRF_FIELD] = token
+        g.csrf_new = True
+    g.csrf_token = token
     return token
 
 
 def check_csrf() -> None:
-    """Refuse unsafe requests whose token does not match the session's (before_request hook)."""
+    """Refuse unsafe requests whose token does not match the CSRF cookie (before_request hook)."""
     if request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint in CSRF_EXEMPT:
         return
-    expected = session.get(CSRF_FIELD)
-    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
-    if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
+    if not _TOKEN_SHAPE.fullmatch(expected) or not hmac.compare_digest(expected, sent):
         raise CsrfFailed()
+
+
+def set_csrf_cookie(response: Response) -> Response:
+    """Send the token created while rendering this page (after_request hook)."""
+    if g.get("csrf_new"):
+        # Double-submit cookie: a cross-site page can neither read it nor (SameSite=Strict) make
+        # the browser send it. Needs no server state or shared key, so any gunicorn worker can
+        # check a form another worker rendered.
+        response.set_cookie(CSRF_COOKIE, g.csrf_token, httponly=True, samesite="Strict",
+                            secure=request.is_secure, path="/")
+    return response
 
 
 def add_security_headers(response: Response) -> Response:
@@ -87,5 +102,6 @@ def init_security(app: Flask) -> None:
     app.request_class = InMemoryRequest
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.before_request(check_csrf)
+    app.after_request(set_csrf_cookie)
     app.after_request(add_security_headers)
     app.jinja_env.globals["csrf_token"] = csrf_token

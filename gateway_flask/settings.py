@@ -26,13 +26,14 @@ def _random_secret() -> str:
 class Settings:
     """Everything the gateway can be configured with; see docs/web.md for the table."""
 
-    host: str = "127.0.0.1"
+    host: str = "0.0.0.0"  # containers need every interface; set 127.0.0.1 on a laptop
     port: int = 8080
     api_url: str = "http://localhost:8000"
     # Whole request body (all files of one upload); Flask answers 413 above it.
     max_upload_bytes: int = 64 * 1024 * 1024
     max_files: int = 32
-    # Random per process when unset: sessions (and CSRF tokens) then do not survive a restart.
+    # Flask's signing key; random per process when unset. CSRF does not depend on it (double-submit
+    # cookie), so gunicorn workers need not share it.
     secret_key: str = field(default_factory=_random_secret, repr=False)
     api_timeout_s: float = 30.0  # whole predict round trip, including the API's queue
     api_connect_timeout_s: float = 2.0
