@@ -160,3 +160,40 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int = 64, seed: int
             (out / name).write_bytes(phantom_png(sample))
             writer.writerow([name, f"{sample.age:g}", "M" if sample.male else "F"])
     return labels
+
+
+def phantom_dicom(sample: PhantomSample, *, bits: int = 16, monochrome1: bool = False,
+                  window: tuple[float, float] | None = None, slope: float = 1.0, intercept: float = 0.0,
+                  patient_age: str | None = None, patient_sex: str | None = None,
+                  patient_id: str = "PHANTOM") -> bytes:
+    """Encode a phantom as an uncompressed DICOM file (what hospitals send) with label tags."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    top = (1 << bits) - 1
+    values = sample.image.astype(np.float64) / 255.0 * top
+    if monochrome1:
+        values = top - values  # stored inverted: high = dark
+    pixels = np.round(values).astype(np.uint16 if bits > 8 else np.uint8)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "OT", patient_id
+    ds.PatientAge = patient_age if patient_age is not None else f"{int(sample.age):03d}Y"
+    ds.PatientSex = patient_sex if patient_sex is not None else ("M" if sample.male else "F")
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated = 16 if bits > 8 else 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    if slope != 1.0 or intercept != 0.0:
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = f"{window[0]:g}", f"{window[1]:g}"
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
