@@ -24,13 +24,15 @@ SECRET = "test-secret-key-0123456789"
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`python -m service` on a free loopback port with the committed model: (url, log file)."""
-    missing = [p for p in ("service/__main__.py", "models/model.onnx", "models/model.json")
-               if not (REPO / p).exists()]
+    # GATEWAY_TEST_MODEL_DIR points the tests at another model directory (e.g. a fresh export).
+    model_dir = Path(os.environ.get("GATEWAY_TEST_MODEL_DIR") or REPO / "models")
+    missing = [str(p) for p in (REPO / "service/__main__.py", model_dir / "model.onnx",
+                                model_dir / "model.json") if not p.exists()]
     if missing:
         pytest.skip(f"the real API needs {', '.join(missing)} (not committed yet)")
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(REPO / "models"),
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(model_dir),
            "LOG_LEVEL": "DEBUG", "ORT_INTRA_OP_THREADS": "1", "PREPROCESS_THREADS": "1",
            "PYTHONPATH": str(REPO)}
     with log.open("wb") as out:
