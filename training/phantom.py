@@ -108,8 +108,8 @@ def render_phantom(age: float, male: bool, size: int, rng: np.random.Generator) 
     # Breast shadows over the lower lateral lung fields: the sex cue.
     for side in (-1.0, 1.0):
         region = _ellipse(x, y, side * 0.42 * width / 0.75, 0.50, 0.26, 0.22)
+        size_f = 0.85 + 0.3 * rng.random()  # drawn for both sexes: same seed, same nuisances
         if not male:
-            size_f = 0.85 + 0.3 * rng.random()
             img += 55.0 * size_f * _soft(region / size_f**2)
         sex_mask |= region < 1.4
     # The thorax edge carries the width difference.
