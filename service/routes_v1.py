@@ -35,7 +35,7 @@ async def read_one_file(request: Request, limit: int) -> bytes:
 
 def _checked(part: Upload, limit: int) -> bytes:
     if part.size > limit:
-        raise ImageTooLarge(f"file is {part.size / 1e6:.1f} MB; limit is {limit / 1e6:.1f} MB "
+        raise ImageTooLarge(f"file is {part.size / 1e6:.3g} MB; limit is {limit / 1e6:.3g} MB "
                             "(MAX_UPLOAD_BYTES)")
     return bytes(part.data)
 
@@ -60,7 +60,8 @@ async def predict_batch(request: Request, engine: EngineDep) -> dict[str, Any]:
     try:
         parts = await read_multipart(request, per_file_limit=settings.max_upload_bytes,
                                      total_limit=settings.max_batch_upload_bytes,
-                                     max_parts=settings.max_batch_files + 16)
+                                     max_parts=settings.max_batch_files + 16,
+                                     limit_name="MAX_BATCH_UPLOAD_BYTES")
     except BadRequest as exc:
         if "MAX_BATCH_FILES" in exc.message:
             raise TooManyFiles(f"more than {settings.max_batch_files} files; limit is "

@@ -27,7 +27,7 @@ class Upload:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e6:.3g} MB"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -101,7 +101,7 @@ class _PartCollector:
 
 
 async def read_multipart(request: Request, *, per_file_limit: int, total_limit: int,
-                         max_parts: int) -> list[Upload]:
+                         max_parts: int, limit_name: str = "MAX_UPLOAD_BYTES") -> list[Upload]:
     """Parse a multipart/form-data body in memory; 413 past `total_limit`, 400 when malformed."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -109,7 +109,8 @@ async def read_multipart(request: Request, *, per_file_limit: int, total_limit: 
         raise BadRequest("multipart/form-data body without a boundary in its Content-Type")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > total_limit:
-        raise ImageTooLarge(f"request body is {_mb(int(declared))}; limit is {_mb(total_limit)}")
+        raise ImageTooLarge(
+            f"request body is {_mb(int(declared))}; limit is {_mb(total_limit)} ({limit_name})")
     collector = _PartCollector(per_file_limit, max_parts)
     callbacks = {name: getattr(collector, name) for name in (
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
@@ -120,7 +121,8 @@ async def read_multipart(request: Request, *, per_file_limit: int, total_limit: 
         async for chunk in request.stream():
             received += len(chunk)
             if received > total_limit:
-                raise ImageTooLarge(f"request body is over {_mb(total_limit)}; limit is {_mb(total_limit)}")
+                raise ImageTooLarge(
+                    f"request body is over {_mb(total_limit)}; limit is {_mb(total_limit)} ({limit_name})")
             parser.write(chunk)
         parser.finalize()
     except FormParserError as exc:
