@@ -1,0 +1,219 @@
+"""The batcher on its own: real asyncio, real threads, a numpy compute function."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher
+from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, Overloaded
+
+
+class Recorder:
+    """A BatchObserver that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.rejections: list[str] = []
+        self.waits: list[float] = []
+
+    def batch_done(self, size: int, compute_s: float) -> None:
+        self.sizes.append(size)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.append(reason)
+
+
+def double(x: np.ndarray) -> dict[str, np.ndarray]:
+    return {"y": x.reshape(len(x), -1).sum(axis=1, keepdims=True) * 2}
+
+
+def rows(*values: float) -> list[np.ndarray]:
+    return [np.full((1, 2, 2, 1), v, np.float32) for v in values]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_parameters_validated() -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Batcher(double, max_batch_size=0, max_wait_ms=1, max_queue=4)
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        Batcher(double, max_batch_size=1, max_wait_ms=-1, max_queue=4)
+
+
+def test_concurrent_items_batch_and_keep_their_rows() -> None:
+    obs = Recorder()
+
+    async def main():
+        b = Batcher(double, max_batch_size=4, max_wait_ms=50, max_queue=64, observer=obs)
+        await b.start()
+        results = await asyncio.gather(*(b.submit(x, timeout_s=5) for x in rows(*range(10))))
+        await b.close(1)
+        return results
+
+    results = run(main())
+    assert [float(r.outputs["y"][0, 0]) for r in results] == [8.0 * v for v in range(10)]
+    assert sum(obs.sizes) == 10 and max(obs.sizes) == 4 and len(obs.sizes) == 3
+
+
+def test_single_item_flushes_after_max_wait_not_later() -> None:
+    obs = Recorder()
+
+    async def main():
+        b = Batcher(double, max_batch_size=8, max_wait_ms=20, max_queue=8, observer=obs)
+        await b.start()
+        r = await b.submit(rows(1)[0], timeout_s=5)
+        await b.close(1)
+        return r
+
+    r = run(main())
+    assert r.batch_size == 1 and obs.sizes == [1]
+    assert obs.waits[0] >= 0.019  # it did wait for company (max_wait), then flushed alone
+
+
+def test_big_item_runs_as_one_batch_and_priority_orders() -> None:
+    obs = Recorder()
+    order: list[float] = []
+    gate = threading.Event()
+
+    def slow(x):
+        gate.wait(5)
+        order.extend(x[:, 0, 0, 0].tolist())
+        return double(x)
+
+    async def main():
+        b = Batcher(slow, max_batch_size=2, max_wait_ms=0, max_queue=100, observer=obs)
+        await b.start()
+        first = asyncio.create_task(b.submit(rows(0)[0], timeout_s=5))
+        await asyncio.sleep(0.05)  # first batch is now blocked in compute
+        bulk = asyncio.create_task(b.submit(np.concatenate(rows(*[7] * 5)), timeout_s=5, priority=1))
+        await asyncio.sleep(0.01)
+        urgent = asyncio.create_task(b.submit(rows(3)[0], timeout_s=5, priority=0))
+        await asyncio.sleep(0.01)
+        gate.set()
+        res = await asyncio.gather(first, bulk, urgent)
+        await b.close(1)
+        return res
+
+    first, bulk, urgent = run(main())
+    assert order == [0, 3, 7, 7, 7, 7, 7]  # priority 0 overtook the earlier bulk item
+    assert bulk.batch_size == 5 and bulk.outputs["y"].shape == (5, 1)
+    assert obs.sizes == [1, 1, 5]
+
+
+def test_queue_full_raises_overloaded_with_retry_after() -> None:
+    gate = threading.Event()
+    obs = Recorder()
+
+    def blocked(x):
+        gate.wait(5)
+        return double(x)
+
+    async def main():
+        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0, max_queue=2, observer=obs)
+        await b.start()
+        running = asyncio.create_task(b.submit(rows(1)[0], timeout_s=5))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(b.submit(x, timeout_s=5)) for x in rows(2, 3)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as info:
+            await b.submit(rows(4)[0], timeout_s=5)
+        gate.set()
+        done = await asyncio.gather(running, *queued)
+        await b.close(1)
+        return info.value, done
+
+    exc, done = run(main())
+    assert exc.retry_after_s >= 1 and "queue is full" in exc.message
+    assert len(done) == 3 and obs.rejections == ["queue_full"]
+
+
+def test_deadline_expired_items_are_dropped_before_compute() -> None:
+    gate = threading.Event()
+    computed: list[float] = []
+    obs = Recorder()
+
+    def blocked(x):
+        gate.wait(5)
+        computed.extend(x[:, 0, 0, 0].tolist())
+        return double(x)
+
+    async def main():
+        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0, max_queue=10, observer=obs)
+        await b.start()
+        running = asyncio.create_task(b.submit(rows(1)[0], timeout_s=5))
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await b.submit(rows(2)[0], timeout_s=0.1)
+        waited = time.monotonic() - start
+        gate.set()
+        await running
+        await asyncio.sleep(0.05)
+        await b.close(1)
+        return waited
+
+    waited = run(main())
+    assert waited < 2  # answered at its deadline, not when the blocked batch finished
+    assert computed == [1.0] and "deadline" in obs.rejections
+
+
+def test_compute_failure_fails_whole_batch_then_recovers() -> None:
+    def flaky(x):
+        if (x > 50).any():
+            raise RuntimeError("boom in the model")
+        return double(x)
+
+    async def main():
+        b = Batcher(flaky, max_batch_size=4, max_wait_ms=30, max_queue=10)
+        await b.start()
+        bad = await asyncio.gather(*(b.submit(x, timeout_s=5) for x in rows(1, 99, 2)),
+                                   return_exceptions=True)
+        good = await b.submit(rows(5)[0], timeout_s=5)
+        await b.close(1)
+        return bad, good
+
+    bad, good = run(main())
+    assert all(isinstance(e, InferenceFailed) and "boom in the model" in e.message for e in bad)
+    assert float(good.outputs["y"][0, 0]) == 40.0
+
+
+def test_wrong_output_length_is_a_failure() -> None:
+    async def main():
+        b = Batcher(lambda x: {"y": np.zeros((len(x) + 1, 1))}, max_batch_size=2, max_wait_ms=0,
+                    max_queue=4)
+        await b.start()
+        with pytest.raises(InferenceFailed, match="rows for a batch of 1"):
+            await b.submit(rows(1)[0], timeout_s=5)
+        await b.close(1)
+
+    run(main())
+
+
+def test_close_drains_queued_work_then_refuses() -> None:
+    def slowish(x):
+        time.sleep(0.05)
+        return double(x)
+
+    async def main():
+        b = Batcher(slowish, max_batch_size=1, max_wait_ms=0, max_queue=10)
+        await b.start()
+        pending = [asyncio.create_task(b.submit(x, timeout_s=5)) for x in rows(1, 2, 3, 4)]
+        await asyncio.sleep(0.01)
+        await b.close(5)
+        results = await asyncio.gather(*pending)
+        with pytest.raises(ModelNotReady):
+            await b.submit(rows(1)[0], timeout_s=5)
+        return results
+
+    results = run(main())
+    assert [float(r.outputs["y"][0, 0]) for r in results] == [8.0, 16.0, 24.0, 32.0]

@@ -1,0 +1,81 @@
+"""Batching, overload, deadlines and ORT failures through a real server and real ORT."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import encode, xray_array
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of /metrics as {name{labels}: value}."""
+    out = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+async def post_many(url: str, payloads: list[bytes]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await asyncio.gather(*(client.post(f"{url}/v1/predict", files={"file": ("x.png", p)})
+                                      for p in payloads))
+
+
+def test_concurrent_requests_are_batched(serve, settings_for) -> None:
+    srv = serve(settings_for(max_batch_size=8, max_wait_ms=50))
+    payloads = [encode(xray_array(seed=i)) for i in range(16)]
+    responses = asyncio.run(post_many(srv.url, payloads))
+    assert all(r.status_code == 200 for r in responses)
+    m = scrape(srv.url)
+    # the two warm-up runs bypass the batcher, so the histogram holds exactly these 16 rows
+    assert m["cxr_batch_size_sum"] == 16
+    assert m["cxr_batch_size_count"] < 16  # fewer batches than requests: they were batched
+    assert m["cxr_batch_size_bucket{le=1.0}"] < m["cxr_batch_size_count"]
+
+
+def test_queue_full_gives_429_with_retry_after(serve, settings_for) -> None:
+    # a long max_wait keeps the first request queued; the queue holds one image
+    srv = serve(settings_for(max_batch_size=64, max_wait_ms=1500, max_queue=1))
+
+    async def main():
+        async with httpx.AsyncClient(timeout=30) as client:
+            first = asyncio.create_task(client.post(f"{srv.url}/v1/predict",
+                                                    content=encode(xray_array(seed=1))))
+            await asyncio.sleep(0.5)
+            second = await client.post(f"{srv.url}/v1/predict", content=encode(xray_array(seed=2)))
+            return await first, second
+
+    first, second = asyncio.run(main())
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert int(second.headers["Retry-After"]) >= 1
+    assert second.json()["code"] == "overloaded" and "queue is full" in second.json()["detail"]
+    assert scrape(srv.url)["cxr_rejections_total{reason=queue_full}"] == 1
+
+
+def test_deadline_gives_504(serve, settings_for) -> None:
+    srv = serve(settings_for(max_batch_size=64, max_wait_ms=3000, request_timeout_ms=200))
+    r = httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array()), timeout=30)
+    assert r.status_code == 504 and r.json()["code"] == "deadline_exceeded"
+    assert "REQUEST_TIMEOUT_MS" in r.json()["detail"]
+    assert scrape(srv.url)["cxr_rejections_total{reason=deadline}"] == 1
+
+
+def test_ort_failure_fails_the_batch_with_cause_then_serves(serve, settings_for,
+                                                            faulty_model_dir) -> None:
+    srv = serve(settings_for(model_dir=faulty_model_dir, max_batch_size=8, max_wait_ms=200))
+    bright = encode(xray_array(seed=1, brightness=1.6))  # max pixel > 250: the model's Gather fails
+    dark = encode(xray_array(seed=2, brightness=0.5))
+    responses = asyncio.run(post_many(srv.url, [bright, dark]))
+    assert [r.status_code for r in responses] == [500, 500]  # one batch, so both fail
+    for r in responses:
+        assert r.json()["code"] == "inference_failed"
+        assert "inference failed for a batch of 2" in r.json()["detail"]
+        assert "Gather" in r.json()["detail"] or "indices" in r.json()["detail"]
+    after = httpx.post(f"{srv.url}/v1/predict", content=dark)
+    assert after.status_code == 200  # the server keeps serving
