@@ -116,14 +116,20 @@ build_image() {
   log "building $tag from ${DOCKERFILE[$target]} on $base"
   # Legacy builder: works without buildx; the wheelhouse is COPYed into the `deps` stage only.
   # That stage is tagged too (:deps-cache) so it stays the layer cache and is never dangling.
+  local out
   for stage in deps final; do
-    DOCKER_BUILDKIT=0 docker build -q \
+    # Quiet on success (the legacy builder's deprecation notice included); everything on failure.
+    if ! out=$(DOCKER_BUILDKIT=0 docker build \
       -f "${DOCKERFILE[$target]}" --target "$stage" \
       -t "$([ $stage = deps ] && echo "${IMAGE[$target]}:deps-cache" || echo "$tag")" \
       --build-arg "BASE_IMAGE=$base" \
       --build-arg "WHEELHOUSE=$WHEELHOUSE/$target" \
       --build-arg "PIP_ARGS=--no-index --find-links /tmp/wheels" \
-      . >/dev/null
+      . 2>&1); then
+      echo "$out" | tail -40 >&2
+      log "FAILED to build $tag (stage $stage)"
+      exit 1
+    fi
   done
   log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'))"
 }
