@@ -1,0 +1,116 @@
+"""End to end on synthetic phantoms: train (CLI) → evaluate → export behind the parity gate.
+
+One training run serves both the smoke test and the learning test (CI time is precious).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.imaging import PreprocessParams, preprocess_bytes
+from training.phantom import generate_phantom, phantom_png
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_ARGS = ["--format", "phantom", "--n", "400", "--image-size", "64", "--epochs", "10",
+              "--batch-size", "16", "--learning-rate", "1e-3", "--workers", "2"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("phantom-run")
+    done = run_cli("train", *TRAIN_ARGS, "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli("export", "--run-dir", str(run_dir), "--out", str(run_dir / "models"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
+def test_run_dir_holds_everything(run):
+    for name in ("config.json", "split.csv", "data.json", "history.csv", "best.keras", "metrics.json",
+                 "trust.json", "learning_curves.png", "age_scatter.png", "roc.png", "reliability.png"):
+        assert (run / name).is_file(), name
+    assert (run / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_model_beats_trivial_baselines_clearly(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    test, base = metrics["test"], metrics["baselines"]["test"]
+    assert test["age_mae"] < 0.7 * base["age_mae"], (test, base)
+    assert test["sex_auc"] > 0.85, test
+
+
+def test_card_and_artifact(run):
+    card = json.loads((run / "models" / "model.json").read_text())
+    onnx_bytes = (run / "models" / "model.onnx").read_bytes()
+    assert card["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert card["input"] == {"name": "image", "shape": [None, 64, 64, 1], "dtype": "float32",
+                             "layout": "NHWC", "value_range": [0, 255]}
+    assert [o["name"] for o in card["outputs"]] == ["age", "p_male", "embedding"]
+    assert PreprocessParams.from_card(card["preprocessing"]) == PreprocessParams(size=64)
+    assert card["frameworks"]["onnx_opset"] >= 17
+    assert card["export_parity"]["images"] >= 32
+    assert max(card["export_parity"]["max_abs_diff"].values()) <= 1e-4
+    assert card["training_data"]["dataset"].startswith("synthetic")
+    assert sum(card["training_data"]["images"].values()) == 400
+    assert card["disclaimer"] == "Research demo, not for clinical use."
+    assert set(card["age_interval"]["quantiles"]) == {"0.8", "0.9", "0.95"}
+    assert 0 < card["sex_calibration"]["temperature"]
+
+
+def test_exported_onnx_predicts_fresh_phantoms(run):
+    """Unseen phantoms, through the serving preprocessing and ONNX Runtime: no Keras involved."""
+    session = ort.InferenceSession(str(run / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert session.get_inputs()[0].shape == ["batch", 64, 64, 1]
+    samples = [generate_phantom(10_000 + i, 128) for i in range(48)]
+    x = np.stack([preprocess_bytes(phantom_png(s), PreprocessParams(size=64)) for s in samples])
+    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": x}), strict=True))
+    age, p = out["age"][:, 0], out["p_male"][:, 0]
+    assert out["embedding"].shape[0] == 48
+    assert np.all((p >= 0) & (p <= 1))
+    true_age = np.array([s.age for s in samples])
+    male = np.array([s.male for s in samples])
+    assert np.corrcoef(age, true_age)[0, 1] > 0.6
+    assert p[male].mean() - p[~male].mean() > 0.5
+
+
+def test_evaluate_reproduces_the_training_metrics(run):
+    """`evaluate` re-reads every image from disk: same numbers means train and eval saw the same tensors."""
+    before = json.loads((run / "metrics.json").read_text())
+    done = run_cli("evaluate", "--run-dir", str(run))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "baseline" in done.stdout
+    after = json.loads((run / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        for key, value in before[split].items():
+            assert after[split][key] == pytest.approx(value, abs=1e-3), (split, key)
+
+
+def test_failed_parity_gate_writes_nothing(run, tmp_path, monkeypatch):
+    from training import export
+
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # no real model can pass this
+    with pytest.raises(export.ParityError, match="differs from Keras"):
+        export.export_run(run, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("model.*"))
+
+
+def test_cli_reports_bad_data_without_traceback(tmp_path):
+    done = run_cli("train", "--format", "csv", "--data", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
