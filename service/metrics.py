@@ -68,9 +68,8 @@ class Metrics:
 
     def refused(self, status: int) -> None:
         """Count a request refused for its input, auth or readiness (the batcher counts the rest)."""
-        reason = {401: "unauthorized", 503: "not_ready"}.get(status)
-        if reason is None and 400 <= status < 500 and status not in (429, 504):
-            reason = "bad_input"
+        reason = {401: "unauthorized", 503: "not_ready", 400: "bad_input", 413: "bad_input",
+                  415: "bad_input", 422: "bad_input"}.get(status)
         if reason:
             self.rejections.labels(reason=reason).inc()
 
