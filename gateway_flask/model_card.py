@@ -47,6 +47,7 @@ class CardView:
     input_shape: str
     preprocessing: str
     sha256: str
+    trust: list[tuple[str, str]]  # (what, measured value) for intervals, calibration, guard
 
 
 def present_card(card: Mapping[str, Any]) -> CardView:
@@ -71,7 +72,34 @@ def present_card(card: Mapping[str, Any]) -> CardView:
         input_shape=" × ".join("batch" if d is None else str(d) for d in inp.get("shape", [])),
         preprocessing=", ".join(f"{k} {v}" for k, v in pre.items()),
         sha256=str(card.get("sha256", "")),
+        trust=trust_facts(card),
     )
+
+
+def trust_facts(card: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Measured interval coverage, calibration error and guard false-flag rate, when present."""
+    facts = []
+    interval = _mapping(card.get("age_interval"))
+    coverage = _mapping(interval.get("coverage_test"))
+    for level, half_width in _mapping(interval.get("quantiles")).items():
+        try:
+            nominal = f"{float(level) * 100:g} %"
+        except ValueError:
+            continue
+        facts.append((f"Age {nominal} interval",
+                      f"± {format_metric(half_width, 'years')}; covers "
+                      f"{format_metric(coverage.get(level), 'percent')} of test images"))
+    calibration = _mapping(card.get("sex_calibration"))
+    before = _mapping(calibration.get("ece_before")).get("test")
+    after = _mapping(calibration.get("ece_after")).get("test")
+    if after is not None:
+        facts.append(("P(male) calibration error (test ECE)",
+                      f"{format_metric(before, 'plain')} before → {format_metric(after, 'plain')} "
+                      "after temperature scaling"))
+    flags = _mapping(_mapping(card.get("input_guard")).get("false_flag_rate")).get("test")
+    if flags is not None:
+        facts.append(("Input guard: test images wrongly flagged", format_metric(flags, "percent")))
+    return facts
 
 
 def metric_rows(test: Mapping[str, Any], baseline: Mapping[str, Any],

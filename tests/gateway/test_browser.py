@@ -63,6 +63,8 @@ def test_pick_files_see_age_sex_and_errors(page, tmp_path: Path) -> None:
 
     page.set_input_files("#files", [str(p) for p in write_images(tmp_path)])
     assert page.locator("#file-list li").count() == 3
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gateway-upload.png"), full_page=True)
     page.click("#submit")
     page.wait_for_selector(".results-table")
 
