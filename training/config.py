@@ -30,7 +30,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     age_loss: str = "huber"  # huber|mae; Huber is MAE-like for outliers but smooth near zero
     huber_delta: float = 5.0  # years
-    patience: int = 12  # early stopping on validation loss
+    patience: int = 15  # early stopping on validation loss
+    lr_schedule: str = "cosine"  # cosine (smooth decay to ~0: late epochs are stable) | plateau
+    age_weight: float = 1.0  # extra weight of the age loss relative to the sex loss
     augment: bool = True  # small rotation/shift/zoom, brightness/contrast (training split only)
     val_fraction: float = 0.15
     test_fraction: float = 0.15

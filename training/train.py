@@ -98,11 +98,14 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg, age_mean, age_std)
     if cfg.age_loss == "huber":
         # Huber_δ(e)/σ² equals Huber on standardised ages, so the two heads weigh alike.
-        age_loss, age_weight = keras.losses.Huber(delta=cfg.huber_delta), 1.0 / age_std**2
+        age_loss, age_weight = keras.losses.Huber(delta=cfg.huber_delta), cfg.age_weight / age_std**2
     else:
-        age_loss, age_weight = keras.losses.MeanAbsoluteError(), 1.0 / age_std
+        age_loss, age_weight = keras.losses.MeanAbsoluteError(), cfg.age_weight / age_std
+    steps = int(np.ceil(tr.sum() / cfg.batch_size)) * cfg.epochs
+    lr = (keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.01)
+          if cfg.lr_schedule == "cosine" else cfg.learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        optimizer=keras.optimizers.Adam(lr),
         loss={"age": age_loss, "sex": keras.losses.BinaryCrossentropy(from_logits=True)},
         loss_weights={"age": age_weight, "sex": 1.0},
         metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")],
@@ -115,10 +118,13 @@ def train(cfg: TrainConfig) -> Path:
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, cfg.patience // 3),
-                                          min_lr=1e-5),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
     ]
+    if cfg.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(2, cfg.patience // 3), min_lr=1e-5))
+    elif cfg.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule {cfg.lr_schedule!r} is not one of cosine, plateau")
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     evaluate_run(run_dir, images=images, records=records, names=names)
     return run_dir
