@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -27,6 +28,10 @@ class GatewayServer(BaseApplication):
         self.cfg.set("worker_class", "gthread")
         self.cfg.set("timeout", int(s.api_timeout_s + 30))
         self.cfg.set("loglevel", s.log_level.lower())
+        self.cfg.set("accesslog", "-")  # paths only: uploads travel in bodies, never in URLs
+        # Worker heartbeats go to RAM: the container's root filesystem is read-only.
+        if os.path.isdir("/dev/shm"):
+            self.cfg.set("worker_tmp_dir", "/dev/shm")
 
     def load(self) -> Any:
         return create_app(self.settings)
