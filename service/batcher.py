@@ -1,8 +1,9 @@
 """Dynamic micro-batching in front of one compute function (no web framework in here).
 
 Each pending item is (rows, future). A batch is flushed when it is full or when its oldest item
-has waited `max_wait_ms`; while a batch computes, new items pile up and form the next one, so an
-idle server adds no wait beyond `max_wait_ms` and a busy one batches by itself. Compute runs in
+has waited `max_wait_ms` (or at once when the caller says nothing else is on its way); while a
+batch computes, new items pile up and form the next one, so an idle server adds no wait and a
+busy one batches by itself. Compute runs in
 its own thread pool, off the event loop. Lower `priority` numbers go first, which lets bulk work
 (explanations) yield to single predictions.
 """
@@ -74,7 +75,8 @@ class Batcher:
 
     def __init__(self, compute: ComputeFn, *, max_batch_size: int, max_wait_ms: float,
                  max_queue: int, max_concurrent_batches: int = 1,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None,
+                 nothing_coming: Callable[[], bool] | None = None) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
@@ -89,6 +91,9 @@ class Batcher:
         self.max_queue = max_queue
         self._max_concurrent = max_concurrent_batches
         self._observer: BatchObserver = observer or _NullObserver()
+        # When the caller knows no more items are on their way (none being decoded), waiting for
+        # company only adds latency: flush at once. None = always honour max_wait.
+        self._nothing_coming = nothing_coming
         self._heap: list[_Pending] = []
         self._seq = itertools.count()
         self._rows = 0  # rows waiting in the heap (cancelled ones included until popped)
@@ -192,6 +197,8 @@ class Batcher:
         """Wait until a full batch is queued or the oldest item has waited max_wait."""
         assert self._changed
         while self._heap and self._rows < self.max_batch_size:
+            if self._nothing_coming is not None and self._nothing_coming():
+                return
             oldest = min(item.enqueued for item in self._heap)
             remaining = oldest + self._max_wait_s - time.monotonic()
             if remaining <= 0:

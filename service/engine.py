@@ -37,7 +37,10 @@ class Engine:
         self.batcher = Batcher(model.run, max_batch_size=settings.max_batch_size,
                                max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
                                max_concurrent_batches=settings.max_concurrent_batches,
-                               observer=metrics)
+                               observer=metrics,
+                               nothing_coming=(lambda: self._decoding == 0)
+                               if settings.flush_when_idle else None)
+        self._decoding = 0  # images being decoded now: the batcher waits for them, not longer
         self._pool = ThreadPoolExecutor(settings.preprocess_workers(), thread_name_prefix="preprocess")
         metrics.track_queue_depth(lambda: self.batcher.queued_rows)
         metrics.set_model(model.name, model.version, str(model.card["sha256"]))
@@ -69,8 +72,12 @@ class Engine:
     async def preprocess(self, data: bytes) -> tuple[npt.NDArray[np.float32], float]:
         """One encoded file → model input (S, S, 1) off the event loop; returns (tensor, seconds)."""
         start = time.perf_counter()
-        x = await asyncio.get_running_loop().run_in_executor(
-            self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels)
+        self._decoding += 1
+        try:
+            x = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels)
+        finally:
+            self._decoding -= 1
         elapsed = time.perf_counter() - start
         self.metrics.preprocess_seconds.observe(elapsed)
         self.metrics.images.labels(format=imaging.sniff_format(data[:1024])).inc()

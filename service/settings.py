@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     model_dir: Path = Path("models")
     max_batch_size: int = Field(16, ge=1, le=1024)
-    max_wait_ms: float = Field(2.0, ge=0, le=10_000)
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000)
+    flush_when_idle: bool = True  # don't wait max_wait_ms when no other image is being decoded
     max_queue: int = Field(256, ge=1)
     request_timeout_ms: float = Field(10_000, gt=0)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)

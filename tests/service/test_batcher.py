@@ -217,3 +217,28 @@ def test_close_drains_queued_work_then_refuses() -> None:
 
     results = run(main())
     assert [float(r.outputs["y"][0, 0]) for r in results] == [8.0, 16.0, 24.0, 32.0]
+
+
+def test_flushes_at_once_when_nothing_else_is_coming() -> None:
+    obs = Recorder()
+    coming = {"n": 0}
+
+    async def main():
+        b = Batcher(double, max_batch_size=8, max_wait_ms=2000, max_queue=8, observer=obs,
+                    nothing_coming=lambda: coming["n"] == 0)
+        await b.start()
+        start = time.monotonic()
+        await b.submit(rows(1)[0], timeout_s=5)
+        alone = time.monotonic() - start
+        coming["n"] = 1  # another item is being decoded: wait for it
+        first = asyncio.create_task(b.submit(rows(2)[0], timeout_s=5))
+        await asyncio.sleep(0.1)
+        coming["n"] = 0
+        second = await b.submit(rows(3)[0], timeout_s=5)
+        await first
+        await b.close(1)
+        return alone, second
+
+    alone, second = run(main())
+    assert alone < 1.0  # far below max_wait: no pointless wait at concurrency 1
+    assert second.batch_size == 2 and obs.sizes == [1, 2]

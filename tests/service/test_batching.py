@@ -27,7 +27,7 @@ async def post_many(url: str, payloads: list[bytes]) -> list[httpx.Response]:
 
 
 def test_concurrent_requests_are_batched(serve, settings_for) -> None:
-    srv = serve(settings_for(max_batch_size=8, max_wait_ms=50))
+    srv = serve(settings_for(max_batch_size=8, max_wait_ms=50, flush_when_idle=False))
     payloads = [encode(xray_array(seed=i)) for i in range(16)]
     responses = asyncio.run(post_many(srv.url, payloads))
     assert all(r.status_code == 200 for r in responses)
@@ -40,7 +40,8 @@ def test_concurrent_requests_are_batched(serve, settings_for) -> None:
 
 def test_queue_full_gives_429_with_retry_after(serve, settings_for) -> None:
     # a long max_wait keeps the first request queued; the queue holds one image
-    srv = serve(settings_for(max_batch_size=64, max_wait_ms=1500, max_queue=1))
+    srv = serve(settings_for(max_batch_size=64, max_wait_ms=1500, max_queue=1,
+                             flush_when_idle=False))
 
     async def main():
         async with httpx.AsyncClient(timeout=30) as client:
@@ -59,7 +60,8 @@ def test_queue_full_gives_429_with_retry_after(serve, settings_for) -> None:
 
 
 def test_deadline_gives_504(serve, settings_for) -> None:
-    srv = serve(settings_for(max_batch_size=64, max_wait_ms=3000, request_timeout_ms=200))
+    srv = serve(settings_for(max_batch_size=64, max_wait_ms=3000, request_timeout_ms=200,
+                             flush_when_idle=False))
     r = httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array()), timeout=30)
     assert r.status_code == 504 and r.json()["code"] == "deadline_exceeded"
     assert "REQUEST_TIMEOUT_MS" in r.json()["detail"]
@@ -68,7 +70,8 @@ def test_deadline_gives_504(serve, settings_for) -> None:
 
 def test_ort_failure_fails_the_batch_with_cause_then_serves(serve, settings_for,
                                                             faulty_model_dir) -> None:
-    srv = serve(settings_for(model_dir=faulty_model_dir, max_batch_size=8, max_wait_ms=200))
+    srv = serve(settings_for(model_dir=faulty_model_dir, max_batch_size=8, max_wait_ms=200,
+                             flush_when_idle=False))
     bright = encode(xray_array(seed=1, brightness=1.6))  # max pixel > 250: the model's Gather fails
     dark = encode(xray_array(seed=2, brightness=0.5))
     responses = asyncio.run(post_many(srv.url, [bright, dark]))

@@ -39,7 +39,8 @@ def test_sigterm_drains_queued_and_in_flight_requests(model_dir) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(model_dir),
-           "MAX_BATCH_SIZE": "64", "MAX_WAIT_MS": "1000",  # requests sit queued when SIGTERM lands
+           # requests sit queued in the batcher when SIGTERM lands
+           "MAX_BATCH_SIZE": "64", "MAX_WAIT_MS": "1000", "FLUSH_WHEN_IDLE": "false",
            "SHUTDOWN_GRACE_S": "0.5", "DRAIN_TIMEOUT_S": "10", "PREPROCESS_THREADS": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
