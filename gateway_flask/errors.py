@@ -56,6 +56,10 @@ def problem_from_api_error(exc: ApiError) -> Problem:
         return Problem(504, exc.code, "The service took too long",
                        f"The inference service gave up waiting: {exc.detail}. Please try again.",
                        NOT_READY_RETRY_S)
+    if exc.status in (401, 403):
+        return Problem(502, exc.code, "The web app is not allowed to use the inference service",
+                       f"The inference service refused this web app's credentials ({exc.status}): "
+                       "check GATEWAY_API_KEY against the API's API_KEYS, or tell the administrator.")
     if 400 <= exc.status < 500:
         return Problem(exc.status, exc.code, "The upload was refused",
                        f"The inference service refused the upload: {exc.detail}")

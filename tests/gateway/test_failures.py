@@ -105,3 +105,18 @@ def test_preview_failure_still_shows_prediction(mock_app) -> None:
     assert response.status_code == 200
     assert "62 years" in body and "Female" in body
     assert "thumb-none" in body
+
+
+def test_api_key_is_sent_as_bearer_when_configured(mock_app) -> None:
+    def needs_key(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("Authorization") != "Bearer s3cret-key":
+            return httpx.Response(401, json={"detail": "unauthorized", "code": "unauthorized"})
+        return httpx.Response(200, json={"name": "m", "version": "1"})
+
+    app, _ = mock_app(needs_key, api_key="s3cret-key")
+    assert app.test_client().get("/model").status_code == 200
+    app, _ = mock_app(needs_key)
+    response = app.test_client().get("/model")
+    # The person did nothing wrong: the web app's own credentials are missing or wrong.
+    assert response.status_code == 502
+    assert "GATEWAY_API_KEY" in response.get_data(as_text=True)
