@@ -17,6 +17,8 @@ from gateway_flask.settings import Settings
 logger = logging.getLogger(__name__)
 bp = Blueprint("web", __name__)
 
+NO_IMAGE = ("no image: send multipart field 'file' (one image) or 'files' (several), or the raw "
+            "image as the request body")
 MAX_FILENAME_CHARS = 255  # longer client names are cut before they reach the API or the page
 
 
@@ -58,15 +60,22 @@ def model_page() -> str:
 @bp.post("/api/predict")
 def api_predict() -> Any:
     """JSON proxy: multipart `file` → /v1/predict, `files` → /v1/predict/batch, or a raw body."""
-    files = request.files.getlist("files")
-    if files:
-        return jsonify(api_client().predict_batch(read_uploads(files)))
-    if "file" in request.files:
-        return jsonify(api_client().predict(read_uploads([request.files["file"]])[0]))
-    if request.mimetype.startswith("multipart/") or not request.content_length:
-        raise UploadRejected("no image: send multipart field 'file' (one image) or 'files' "
-                             "(several), or the raw image as the request body")
-    return jsonify(api_client().predict(Upload("upload", request.get_data(), request.mimetype)))
+    if request.mimetype.startswith("multipart/"):
+        files = request.files.getlist("files")
+        if files:
+            return jsonify(api_client().predict_batch(read_uploads(files)))
+        if "file" in request.files:
+            return jsonify(api_client().predict(read_uploads([request.files["file"]])[0]))
+        raise UploadRejected(NO_IMAGE)
+    # A raw body. Never let Flask parse it as a form: `curl --data-binary` labels images
+    # application/x-www-form-urlencoded.
+    data = request.get_data(parse_form_data=False)
+    if not data:
+        raise UploadRejected(NO_IMAGE)
+    content_type = request.mimetype
+    if not content_type or content_type == "application/x-www-form-urlencoded":
+        content_type = "application/octet-stream"
+    return jsonify(api_client().predict(Upload("upload", data, content_type)))
 
 
 @bp.get("/api/health")

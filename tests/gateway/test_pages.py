@@ -114,6 +114,9 @@ def test_json_proxy_single_batch_and_raw(client: FlaskClient, api_url: str) -> N
     assert abs(single.json["age_years"] - expected["age_years"]) < 1e-3
     raw = client.post("/api/predict", data=image, content_type="image/png")
     assert raw.status_code == 200 and raw.json["sex"] == expected["sex"]
+    # What `curl --data-binary @x.png` sends: an image labelled as a form.
+    curl = client.post("/api/predict", data=image, content_type="application/x-www-form-urlencoded")
+    assert curl.status_code == 200 and abs(curl.json["age_years"] - expected["age_years"]) < 1e-3
     batch = client.post("/api/predict", data={"files": [(io.BytesIO(image), "a.png"),
                                                         (io.BytesIO(b"GIF89a"), "b.gif")]},
                         content_type="multipart/form-data")
