@@ -23,8 +23,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import (DeadlineExceeded, InferenceFailed, ModelNotReady, Overloaded,
-                            ServiceError)
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    ModelNotReady,
+    Overloaded,
+    ServiceError,
+)
 
 Outputs = dict[str, npt.NDArray[Any]]
 ComputeFn = Callable[[npt.NDArray[np.float32]], Outputs]

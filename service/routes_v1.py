@@ -10,8 +10,14 @@ from fastapi.responses import JSONResponse
 
 from service.deps import EngineDep, LifecycleDep
 from service.errors import BadRequest, ImageTooLarge, ServiceError, TooManyFiles
-from service.schemas import (BATCH_BODY, UPLOAD_BODY, BatchResponse, Prediction, Status,
-                             error_responses)
+from service.schemas import (
+    BATCH_BODY,
+    UPLOAD_BODY,
+    BatchResponse,
+    Prediction,
+    Status,
+    error_responses,
+)
 from service.uploads import MULTIPART_OVERHEAD, Upload, is_multipart, read_body, read_multipart
 
 router = APIRouter()

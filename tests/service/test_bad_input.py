@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from pydicom.encaps import encapsulate
 from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from .conftest import encode, xray_array

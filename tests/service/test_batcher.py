@@ -104,7 +104,7 @@ def test_big_item_runs_as_one_batch_and_priority_orders() -> None:
         await b.close(1)
         return res
 
-    first, bulk, urgent = run(main())
+    _, bulk, _ = run(main())
     assert order == [0, 3, 7, 7, 7, 7, 7]  # priority 0 overtook the earlier bulk item
     assert bulk.batch_size == 5 and bulk.outputs["y"].shape == (5, 1)
     assert obs.sizes == [1, 1, 5]

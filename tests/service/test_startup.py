@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def run_service(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`python -m service` to completion (it must exit by itself)."""
     return subprocess.run([sys.executable, "-m", "service"], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout,
+                          text=True, timeout=timeout, check=False,
                           env={**os.environ, "HOST": "127.0.0.1", "PORT": "0", **env})
 
 
@@ -88,22 +88,21 @@ def test_readiness_503_then_200_then_503(settings_for) -> None:
 
     async def main() -> list[int]:
         statuses = []
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t") as client:
             statuses.append((await client.get("/readyz")).status_code)  # lifespan not started
             statuses.append((await client.get("/v2/health/ready")).status_code)
             statuses.append((await client.post("/v1/predict", content=b"x")).status_code)
-            async with app.router.lifespan_context(app) as state:
-                # ASGITransport does not pass lifespan state: hand it over as uvicorn would
-                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_with_state(app, state)),
-                                             base_url="http://t") as live:
-                    statuses.append((await live.get("/readyz")).status_code)
-                    statuses.append((await live.get("/v2/health/ready")).status_code)
-                    lifecycle.begin_drain()
-                    statuses.append((await live.get("/readyz")).status_code)
-                    body = (await live.get("/readyz")).json()
-                    assert "draining" in body["detail"]
-                    statuses.append((await live.get("/v2/health/ready")).status_code)
+        async with app.router.lifespan_context(app) as state:
+            # ASGITransport does not pass lifespan state: hand it over as uvicorn would
+            live_transport = httpx.ASGITransport(app=_with_state(app, state))
+            async with httpx.AsyncClient(transport=live_transport, base_url="http://t") as live:
+                statuses.append((await live.get("/readyz")).status_code)
+                statuses.append((await live.get("/v2/health/ready")).status_code)
+                lifecycle.begin_drain()
+                statuses.append((await live.get("/readyz")).status_code)
+                assert "draining" in (await live.get("/readyz")).json()["detail"]
+                statuses.append((await live.get("/v2/health/ready")).status_code)
         return statuses
 
     assert asyncio.run(main()) == [503, 503, 503, 200, 200, 503, 503]

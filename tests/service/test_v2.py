@@ -65,7 +65,7 @@ def test_tritonclient_bytes_input_encoded_files(server, model_dir) -> None:
     from .test_bad_input import dicom_bytes
 
     files = [encode(xray_array(seed=5)), encode(xray_array(seed=6), "JPEG"),
-             dicom_bytes((xray_array(seed=7).astype(np.uint16) * 16))]
+             dicom_bytes(xray_array(seed=7).astype(np.uint16) * 16)]
     data = np.array(files, dtype=np.object_)
     item = triton.InferInput("image_bytes", [len(files)], "BYTES")
     item.set_data_from_numpy(data)
