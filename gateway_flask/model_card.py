@@ -86,16 +86,15 @@ def trust_facts(card: Mapping[str, Any]) -> list[tuple[str, str]]:
             nominal = f"{float(level) * 100:g} %"
         except ValueError:
             continue
+        covers = format_metric(coverage.get(level), "percent")
         facts.append((f"Age {nominal} interval",
-                      f"± {format_metric(half_width, 'years')}; covers "
-                      f"{format_metric(coverage.get(level), 'percent')} of test images"))
+                      f"± {format_metric(half_width, 'years')}; covers {covers} of test images"))
     calibration = _mapping(card.get("sex_calibration"))
     before = _mapping(calibration.get("ece_before")).get("test")
     after = _mapping(calibration.get("ece_after")).get("test")
     if after is not None:
-        facts.append(("P(male) calibration error (test ECE)",
-                      f"{format_metric(before, 'plain')} before → {format_metric(after, 'plain')} "
-                      "after temperature scaling"))
+        change = f"{format_metric(before, 'plain')} before → {format_metric(after, 'plain')} after"
+        facts.append(("P(male) calibration error (test ECE)", f"{change} temperature scaling"))
     flags = _mapping(_mapping(card.get("input_guard")).get("false_flag_rate")).get("test")
     if flags is not None:
         facts.append(("Input guard: test images wrongly flagged", format_metric(flags, "percent")))

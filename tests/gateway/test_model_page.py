@@ -27,7 +27,7 @@ CARD = {
 
 
 def cells(html: str, label: str) -> list[str]:
-    row = re.search(rf"<tr><th scope=\"row\">{re.escape(label)}.*?</tr>", html, flags=re.S)
+    row = re.search(rf"<tr><th scope=\"row\">{re.escape(label)}.*?</tr>", html, flags=re.DOTALL)
     assert row, f"no metrics row {label!r}"
     return re.findall(r"<td[^>]*>(.*?)</td>", row.group(0))
 

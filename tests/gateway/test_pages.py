@@ -62,7 +62,7 @@ def test_multi_upload_with_one_bad_file_keeps_the_others(client: FlaskClient, ap
     html = response.get_data(as_text=True)
     assert response.status_code == 200, html
     rows = re.findall(r'<tr class="result (result-ok|result-error)" data-index="(\d)">(.*?)</tr>',
-                      html, flags=re.S)
+                      html, flags=re.DOTALL)
     assert [(kind, int(i)) for kind, i, _ in rows] == [
         ("result-ok", 0), ("result-error", 1), ("result-ok", 2)]
     assert f"{round(expected[0]['age_years'])} years" in rows[0][2]

@@ -73,7 +73,7 @@ def test_pages_have_no_inline_script_or_style(mock_app) -> None:
              post_files(client, [(sample_png(), "a.png")]), client.get("/nope")]
     for page in pages:
         html = page.get_data(as_text=True)
-        scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, flags=re.S)
+        scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, flags=re.DOTALL)
         assert scripts == [(' src="/static/app.js" defer', "")]
         assert not re.search(r"\sstyle=|\son[a-z]+=", html)
 
