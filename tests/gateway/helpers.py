@@ -81,3 +81,35 @@ def post_files(client: FlaskClient, files: list[tuple[bytes, str]], token: str |
     if token is not None:
         data["csrf_token"] = token
     return client.post("/predict", data=data, content_type="multipart/form-data")
+
+
+def sample_dicom(n: int = 0) -> bytes:
+    """A 12-bit MONOCHROME2 DICOM (no file extension needed) made from a sample image."""
+    import numpy as np
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    grey = np.asarray(Image.open(io.BytesIO(sample_png(n))).convert("L"), dtype=np.uint16) * 16
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality, ds.Rows, ds.Columns = "DX", *grey.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = grey.tobytes()
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def sample_tiff(n: int = 0) -> bytes:
+    """A sample image re-encoded as TIFF (browsers cannot display it; the thumbnail must be PNG)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(sample_png(n))).save(buf, format="TIFF")
+    return buf.getvalue()

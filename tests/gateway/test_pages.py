@@ -10,7 +10,7 @@ import re
 import httpx
 from flask.testing import FlaskClient
 
-from tests.gateway.helpers import csrf_token, post_files, sample_png
+from tests.gateway.helpers import csrf_token, post_files, sample_dicom, sample_png, sample_tiff
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -74,6 +74,17 @@ def test_multi_upload_with_one_bad_file_keeps_the_others(client: FlaskClient, ap
     assert [r["file"] for r in table] == ["first.png", "report.png", "third.png"]
     assert [r["status"] for r in table] == ["ok", "error", "ok"]
     assert table[1]["error_code"] == "unsupported_media_type"
+
+
+def test_dicom_and_tiff_get_png_thumbnails_and_predictions(client: FlaskClient, api_url: str) -> None:
+    files = [(sample_dicom(7), "IM000001"), (sample_tiff(8), "scan.tif")]
+    expected = [api_prediction(api_url, data) for data, _ in files]
+    html = post_files(client, files).get_data(as_text=True)
+    assert html.count('class="result result-ok"') == 2
+    for e in expected:
+        assert f"{round(e['age_years'])} years" in html
+    thumbs = thumbnails(html)
+    assert len(thumbs) == 2 and all(t.startswith(PNG_MAGIC) for t in thumbs)
 
 
 def test_hostile_file_name_from_the_real_api_is_escaped(client: FlaskClient) -> None:
