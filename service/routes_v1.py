@@ -56,6 +56,7 @@ async def predict(request: Request, engine: EngineDep) -> dict[str, Any]:
 
 
 @router.post("/v1/predict/batch", response_model=BatchResponse, openapi_extra=BATCH_BODY,
+             response_model_exclude_none=True,
              responses=error_responses(400, 413, 503), summary="Predict for many images")
 async def predict_batch(request: Request, engine: EngineDep) -> dict[str, Any]:
     """Up to MAX_BATCH_FILES images in field `files`; results in request order, errors per item."""

@@ -117,3 +117,10 @@ def test_openapi_docs_have_examples(server) -> None:
     predict = spec["paths"]["/v1/predict"]["post"]
     assert "multipart/form-data" in predict["requestBody"]["content"]
     assert spec["components"]["schemas"]["Prediction"]["examples"][0]["sex"] == "male"
+
+
+def test_batch_items_carry_only_their_fields(server, xray_png) -> None:
+    files = [("files", ("a.png", xray_png())), ("files", ("b.txt", b"plain text"))]
+    ok, bad = httpx.post(f"{server.url}/v1/predict/batch", files=files).json()["results"]
+    assert "error" not in ok and {"age_years", "sex", "p_male", "timings_ms"} <= set(ok)
+    assert "age_years" not in bad and bad["error"]["code"] == "unsupported_media_type"
