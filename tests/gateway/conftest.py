@@ -52,9 +52,11 @@ def api_url(api_server: tuple[str, Path]) -> str:
 
 
 @pytest.fixture()
-def app(api_url: str) -> Flask:
+def app(api_url: str) -> Iterator[Flask]:
     """The web app pointed at the real API."""
-    return create_app(Settings(api_url=api_url, secret_key=SECRET))
+    app = create_app(Settings(api_url=api_url, secret_key=SECRET))
+    yield app
+    app.extensions["api_client"].close()
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ import re
 
 import httpx
 from flask import request
+from werkzeug.test import EnvironBuilder
 
 from tests.gateway.helpers import csrf_token, post_files, sample_png
 
@@ -63,6 +64,7 @@ def test_security_headers_on_pages_errors_json_and_static(mock_app) -> None:
         assert "frame-ancestors 'none'" in csp
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "no-referrer"
+        response.close()
     assert client.get("/").headers["Cache-Control"] == "no-store"
 
 
@@ -120,9 +122,14 @@ def test_uploads_stay_in_memory(mock_app) -> None:
     # Werkzeug would spool this 2 MB part to a temporary file; ours must stay a BytesIO.
     app, _ = mock_app(ok_batch)
     data = {"files": (io.BytesIO(b"\0" * 2_000_000), "big.png")}
-    with app.test_request_context("/predict", method="POST", data=data,
-                                  content_type="multipart/form-data"):
-        assert type(request.files["files"].stream) is io.BytesIO
+    builder = EnvironBuilder(path="/predict", method="POST", data=data)
+    environ = builder.get_environ()
+    try:
+        with app.request_context(environ):
+            assert type(request.files["files"].stream) is io.BytesIO
+    finally:
+        environ["wsgi.input"].close()
+        builder.close()
 
 
 def test_file_names_are_never_logged(mock_app, caplog) -> None:
