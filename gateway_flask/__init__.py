@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *,
     app.extensions["gateway_settings"] = settings
     app.jinja_env.globals.update(max_upload_bytes=settings.max_upload_bytes,
                                  max_files=settings.max_files)
-    register_error_handlers(app, settings.max_upload_bytes)
+    register_error_handlers(app, settings.max_upload_bytes, settings.max_files)
 
     from gateway_flask.views import bp  # after the app exists: views import the error types
 

@@ -68,9 +68,15 @@ def problem_from_api_error(exc: ApiError) -> Problem:
                    "if it keeps failing, tell the administrator.")
 
 
-def problem_from_http(exc: HTTPException, max_upload_bytes: int) -> Problem:
+def problem_from_http(exc: HTTPException, max_upload_bytes: int, max_files: int) -> Problem:
     """Map Flask/Werkzeug's own errors (404, 405, 413, CSRF, bad uploads)."""
     status = exc.code or 500
+    length = request.content_length
+    if isinstance(exc, RequestEntityTooLarge) and length is not None and length <= max_upload_bytes:
+        # Werkzeug says 413 for too many form parts too; the bytes were within the limit.
+        return Problem(413, "too_many_parts", "Too many files",
+                       f"This upload has too many files or form fields; the limit is {max_files} "
+                       "files per upload.")
     if isinstance(exc, RequestEntityTooLarge):
         return Problem(413, "upload_too_large", "Upload too large",
                        f"The files you chose are larger than this site accepts in one upload "
@@ -97,7 +103,7 @@ def render_problem(problem: Problem) -> Response:
     return response
 
 
-def register_error_handlers(app: Flask, max_upload_bytes: int) -> None:
+def register_error_handlers(app: Flask, max_upload_bytes: int, max_files: int) -> None:
     """Install the handlers on `app`."""
 
     @app.errorhandler(ApiUnavailable)
@@ -118,7 +124,7 @@ def register_error_handlers(app: Flask, max_upload_bytes: int) -> None:
     def http_error(exc: HTTPException) -> Response:
         if isinstance(exc, RequestEntityTooLarge):
             _drain_body()
-        return render_problem(problem_from_http(exc, max_upload_bytes))
+        return render_problem(problem_from_http(exc, max_upload_bytes, max_files))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -102,6 +102,14 @@ def test_upload_over_limit_gives_413_page_and_json(mock_app) -> None:
     assert not [r for r in seen if r.url.path.startswith("/v1/")]
 
 
+def test_a_flood_of_form_parts_is_refused_by_count(mock_app) -> None:
+    app, seen = mock_app(ok_batch, max_files=2)
+    response = post_files(app.test_client(), [(b"x", f"{i}.png") for i in range(100)])
+    assert response.status_code == 413
+    assert "too many files or form fields; the limit is 2 files" in response.get_data(as_text=True)
+    assert not [r for r in seen if r.url.path.startswith("/v1/")]
+
+
 def test_too_many_or_no_files_is_a_clear_400(mock_app) -> None:
     app, seen = mock_app(ok_batch, max_files=2)
     client = app.test_client()
