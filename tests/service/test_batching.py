@@ -82,3 +82,16 @@ def test_ort_failure_fails_the_batch_with_cause_then_serves(serve, settings_for,
         assert "Gather" in r.json()["detail"] or "indices" in r.json()["detail"]
     after = httpx.post(f"{srv.url}/v1/predict", content=dark)
     assert after.status_code == 200  # the server keeps serving
+
+
+def test_slow_upload_does_not_block_others(server) -> None:
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 200000\r\n\r\n" + encode(xray_array())[:1000])
+        # the slow body is still arriving; everybody else is served meanwhile
+        r = httpx.post(f"{server.url}/v1/predict", content=encode(xray_array(seed=3)), timeout=10)
+        assert r.status_code == 200
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
