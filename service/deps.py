@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the per-app Engine and Lifecycle from the lifespan state."""
+"""FastAPI dependencies: the per-app Engine and Lifecycle from the lifespan state.
+
+Async on purpose: FastAPI runs plain `def` dependencies in a worker thread, one hop per request.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from service.errors import ModelNotReady
 from service.lifecycle import Lifecycle
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     """The running engine; 503 before the lifespan has started it."""
     engine = getattr(request.state, "engine", None)
     if engine is None:
@@ -19,7 +22,7 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
-def get_lifecycle(request: Request) -> Lifecycle | None:
+async def get_lifecycle(request: Request) -> Lifecycle | None:
     """The lifecycle, or None before start-up."""
     return getattr(request.state, "lifecycle", None)
 

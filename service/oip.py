@@ -39,6 +39,15 @@ class InferRequest:
     binary_output: bool
 
 
+def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where} 'parameters' must be an object, got {type(params).__name__}")
+    return params
+
+
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """Split JSON header and binary section, decode every input; 400 naming what is wrong."""
     if header_length is not None:
@@ -61,11 +70,13 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         inputs.append(item)
     if offset != len(binary):
         raise BadRequest(f"binary section has {len(binary)} bytes but inputs use {offset}")
-    params = req.get("parameters") or {}
+    params = _params(req, "request")
     outputs = req.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list)
-                                or not all(isinstance(o, dict) and "name" in o for o in outputs)):
-        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    if outputs is not None and (not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)):
+        raise BadRequest("'outputs' must be a list of objects with a string 'name'")
+    for o in outputs or []:
+        _params(o, f"output {o['name']!r}")
     return InferRequest(id=req.get("id"), inputs=inputs, outputs=outputs,
                         binary_output=bool(params.get("binary_data_output", False)))
 
@@ -79,7 +90,7 @@ def _parse_input(raw: Any, binary: memoryview) -> tuple[InferInput, int]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest(f"input {name!r} shape {shape!r} is not a list of non-negative integers")
     size = int(np.prod(shape)) if shape else 1
-    binary_size = (raw.get("parameters") or {}).get("binary_data_size")
+    binary_size = _params(raw, f"input {name!r}").get("binary_data_size")
     item = InferInput(name, datatype, shape)
     if binary_size is not None and (not isinstance(binary_size, int) or binary_size < 0
                                     or binary_size > len(binary)):

@@ -130,6 +130,39 @@ def test_plain_json_requests(server, model_dir) -> None:
      "not a supported image"),
 ])
 def test_bad_json_requests_are_400(server, body, needle) -> None:
+    _assert_4xx(server, body, needle)
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"inputs": "image"}, "non-empty 'inputs'"),
+    ([1, 2], "non-empty 'inputs'"),
+    ({"inputs": [7]}, "must be an object"),
+    ({"inputs": [{"name": "image", "shape": "1,64", "datatype": "FP32", "data": []}]}, "shape"),
+    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1],
+                  "parameters": ["x"]}]}, "'parameters' must be an object"),
+    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
+      "parameters": 3}, "'parameters' must be an object"),
+    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
+      "outputs": [{"name": "age", "parameters": "binary"}]}, "'parameters' must be an object"),
+    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
+      "outputs": [{"nom": "age"}]}, "string 'name'"),
+    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
+                  "data": {"a": 1}}]}, "not FP32"),
+    ({"inputs": [{"name": "image", "shape": [2**40, SIZE, SIZE, 1], "datatype": "FP32",
+                  "data": [1.0]}]}, "values; shape"),
+    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
+                  "parameters": {"binary_data_size": 10**9}}]}, "exceeds the body"),
+    ({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                  "data": [[1, 2], [3]]}]}, "base64 string"),
+    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
+                  "data": [0.0] * SIZE * SIZE}], "outputs": [{"name": "gender"}]},
+     "unknown outputs ['gender']"),
+])
+def test_hostile_json_requests_are_4xx(server, body, needle) -> None:
+    _assert_4xx(server, body, needle)
+
+
+def _assert_4xx(server, body, needle) -> None:
     r = httpx.post(f"{server.url}/v2/models/cxr-age-sex/infer", json=body)
     assert 400 <= r.status_code < 500, r.text
     assert needle in r.json()["error"] and r.json()["detail"] == r.json()["error"]
