@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,7 @@ def _parse_input(raw: Any, binary: memoryview) -> tuple[InferInput, int]:
         raise BadRequest("each input needs a string 'name' and 'datatype'")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest(f"input {name!r} shape {shape!r} is not a list of non-negative integers")
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)  # exact: numpy's product would overflow on hostile shapes
     binary_size = _params(raw, f"input {name!r}").get("binary_data_size")
     item = InferInput(name, datatype, shape)
     if binary_size is not None and (not isinstance(binary_size, int) or binary_size < 0
