@@ -46,8 +46,7 @@ class ReadResult:
 def parse_sex(value: str) -> bool:
     """'M'/'male'/'1' → True, 'F'/'female'/'0' → False; anything else raises ValueError."""
     v = str(value).strip().lower()
-    if v.endswith(".0"):
-        v = v[:-2]
+    v = v.removesuffix(".0")
     if v in MALE_CODES:
         return True
     if v in FEMALE_CODES:

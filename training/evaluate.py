@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 GUARD_PERCENTILE = 99.0
 
 
-def load_run_model(run_dir: Path):  # noqa: ANN201 - keras.Model, imported lazily
+def load_run_model(run_dir: Path):
     """The best checkpoint with its three outputs (age, sex logit, embedding)."""
     import keras
 
@@ -39,7 +39,7 @@ def load_run_model(run_dir: Path):  # noqa: ANN201 - keras.Model, imported lazil
     return with_embedding(keras.models.load_model(run_dir / "best.keras", compile=False))
 
 
-def predict(model, images: npt.NDArray[np.uint8], batch_size: int = 64) -> dict[str, npt.NDArray[np.float64]]:  # noqa: ANN001
+def predict(model, images: npt.NDArray[np.uint8], batch_size: int = 64) -> dict[str, npt.NDArray[np.float64]]:
     """Age (years), sex logit and embedding for uint8 images (N, S, S)."""
     out = model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
     return {"age": np.asarray(out["age"], np.float64)[:, 0], "logit": np.asarray(out["sex"], np.float64)[:, 0],

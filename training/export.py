@@ -27,7 +27,7 @@ class ParityError(RuntimeError):
     """ONNX Runtime and Keras disagree: the artifact is not written."""
 
 
-def convert(model, image_size: int, temperature: float, opset: int) -> bytes:  # noqa: ANN001
+def convert(model, image_size: int, temperature: float, opset: int) -> bytes:
     """The Keras model as ONNX bytes: input `image`, outputs age, p_male (calibrated), embedding."""
     import tensorflow as tf
     import tf2onnx
@@ -47,7 +47,7 @@ def convert(model, image_size: int, temperature: float, opset: int) -> bytes:  #
     return proto.SerializeToString()
 
 
-def _name_batch_axis(proto) -> None:  # noqa: ANN001 - onnx.ModelProto
+def _name_batch_axis(proto) -> None:
     """tf2onnx names the dynamic axis unk__N; call it `batch` on the input and every output."""
     for value in [*proto.graph.input, *proto.graph.output]:
         dims = value.type.tensor_type.shape.dim
@@ -59,7 +59,7 @@ def _name_batch_axis(proto) -> None:  # noqa: ANN001 - onnx.ModelProto
                            f"and outputs {sorted(names)}; expected ['image'] and {list(OUTPUTS)}")
 
 
-def check_parity(onnx_bytes: bytes, model, images: np.ndarray, temperature: float) -> dict:  # noqa: ANN001
+def check_parity(onnx_bytes: bytes, model, images: np.ndarray, temperature: float) -> dict:
     """Max |ONNX − Keras| per output on real images; raise ParityError above the tolerance."""
     import onnxruntime as ort
 

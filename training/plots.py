@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; CI has no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
 
-from training.metrics import roc_auc, roc_curve  # noqa: E402
+from training.metrics import roc_auc, roc_curve
 
 
 def plot_learning_curves(history_csv: Path, out: Path) -> None:

@@ -45,8 +45,8 @@ def split_records(records: list[Record], val_fraction: float, test_fraction: flo
     for key in sorted(strata):
         idx = np.array(strata[key])
         rng.shuffle(idx)
-        n_test = int(round(len(idx) * test_fraction))
-        n_val = int(round(len(idx) * val_fraction))
+        n_test = round(len(idx) * test_fraction)
+        n_val = round(len(idx) * val_fraction)
         out[idx[:n_test]] = "test"
         out[idx[n_test:n_test + n_val]] = "validation"
     rule = (f"shuffled, stratified by age decade × sex, seed {seed}, "

@@ -20,7 +20,7 @@ from training.splits import SPLITS, split_records, write_split
 logger = logging.getLogger(__name__)
 
 
-def _augmenter(seed: int):  # noqa: ANN202 - a keras.Sequential; keras is imported lazily
+def _augmenter(seed: int):
     """Light, label-preserving changes: small rotation/shift/zoom, brightness/contrast."""
     import keras
     from keras import layers
@@ -35,7 +35,7 @@ def _augmenter(seed: int):  # noqa: ANN202 - a keras.Sequential; keras is import
 
 
 def make_dataset(images: npt.NDArray[np.uint8], age: npt.NDArray[np.float32], male: npt.NDArray[np.bool_],
-                 batch_size: int, *, training: bool, augment: bool, seed: int):  # noqa: ANN201
+                 batch_size: int, *, training: bool, augment: bool, seed: int):
     """tf.data pipeline over the decoded images: cache, shuffle, batch, augment, prefetch."""
     import tensorflow as tf
 
@@ -52,7 +52,7 @@ def make_dataset(images: npt.NDArray[np.uint8], age: npt.NDArray[np.float32], ma
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def prepare_data(cfg: TrainConfig, run_dir: Path):  # noqa: ANN201
+def prepare_data(cfg: TrainConfig, run_dir: Path):
     """Read the dataset, decode it once, split it, write split.csv and data.json."""
     data_dir = Path(cfg.data) if cfg.data else run_dir / "phantom-data"
     fmt = cfg.format

@@ -75,7 +75,7 @@ def test_generic_csv_and_unreadable_image_is_skipped(tmp_path, caplog):
     records = read_dataset(tmp_path, "csv")
     assert [(r.age, r.male) for r in records] == [(33.0, True), (40.0, False)]
     with caplog.at_level(logging.WARNING):
-        images, kept = load_images(records, PreprocessParams(size=64))
+        _, kept = load_images(records, PreprocessParams(size=64))
     assert len(kept) == 1 and kept[0].path.name == "ok.png"
     assert "image decoding skipped 1 row(s)" in caplog.text
 
