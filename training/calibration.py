@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 Array = npt.NDArray[np.floating]
 INTERVAL_LEVELS = (0.8, 0.9, 0.95)
+MIN_TEMPERATURE = 0.25
 
 
 def sigmoid(z: Array) -> Array:
@@ -22,11 +23,15 @@ def _nll(logits: Array, male: npt.NDArray[np.bool_], temperature: float) -> floa
 
 
 def fit_temperature(logits: Array, male: npt.NDArray[np.bool_]) -> float:
-    """T minimising validation NLL of sigmoid(logit / T): coarse log grid, then a fine one."""
+    """T minimising validation NLL of sigmoid(logit / T): coarse log grid, then a fine one.
+
+    T stays ≥ 0.25: a perfectly separated validation set would otherwise drive T → 0 and turn
+    P(male) into hard 0/1 answers, which no finite validation set can justify.
+    """
     male = np.asarray(male, bool)
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 200))
+    grid = np.exp(np.linspace(np.log(MIN_TEMPERATURE), np.log(20.0), 200))
     best = grid[int(np.argmin([_nll(logits, male, t) for t in grid]))]
-    fine = best * np.exp(np.linspace(-0.05, 0.05, 101))
+    fine = np.maximum(best * np.exp(np.linspace(-0.05, 0.05, 101)), MIN_TEMPERATURE)
     return float(fine[int(np.argmin([_nll(logits, male, t) for t in fine]))])
 
 

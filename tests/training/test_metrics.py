@@ -74,3 +74,9 @@ def test_mahalanobis_flags_far_points():
     near = mahalanobis(rng.normal(0, 1, (100, 8)) * np.arange(1, 9) * [1, 1, 1, 1, 1, 1, 1, 0], mean, inv_cov)
     far = mahalanobis(np.full((5, 8), 30.0), mean, inv_cov)
     assert far.min() > np.percentile(near, 99)
+
+
+def test_temperature_is_bounded_on_separable_validation():
+    logits = np.array([-3.0, -2.0, 2.0, 3.0])
+    male = logits > 0  # perfectly separated: NLL keeps falling as T → 0
+    assert fit_temperature(logits, male) == pytest.approx(0.25)
