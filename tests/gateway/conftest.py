@@ -29,7 +29,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     missing = [str(p) for p in (REPO / "service/__main__.py", model_dir / "model.onnx",
                                 model_dir / "model.json") if not p.exists()]
     if missing:
-        pytest.skip(f"the real API needs {', '.join(missing)} (not committed yet)")
+        pytest.fail(f"the real API needs {', '.join(missing)}")
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(model_dir),
