@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# key → (label, format, which direction is better)
+# key → (label, format, which direction is better). Sensitivity and specificity have no direction
+# here: a constant "always male" baseline scores 100 % on one of them, which is not "better".
 METRICS: dict[str, tuple[str, str, str]] = {
     "age_mae": ("Age: mean absolute error", "years", "lower"),
     "age_rmse": ("Age: root mean squared error", "years", "lower"),
@@ -14,8 +15,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "age_within_5y": ("Age: share within ±5 years", "percent", "higher"),
     "sex_auc": ("Sex: ROC AUC of P(male)", "plain", "higher"),
     "sex_accuracy": ("Sex: accuracy", "percent", "higher"),
-    "sex_sensitivity": ("Sex: sensitivity (male)", "percent", "higher"),
-    "sex_specificity": ("Sex: specificity (female)", "percent", "higher"),
+    "sex_sensitivity": ("Sex: sensitivity (male)", "percent", ""),
+    "sex_specificity": ("Sex: specificity (female)", "percent", ""),
 }
 
 
@@ -28,6 +29,7 @@ class MetricRow:
     baseline: str
     validation: str
     better: str
+    beats_baseline: bool | None  # None when there is no baseline or no direction
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,15 @@ def metric_rows(test: Mapping[str, Any], baseline: Mapping[str, Any],
         label, fmt, better = METRICS.get(key, (key.replace("_", " "), "plain", ""))
         rows.append(MetricRow(label, format_metric(test.get(key), fmt),
                               format_metric(baseline.get(key), fmt),
-                              format_metric(validation.get(key), fmt), better))
+                              format_metric(validation.get(key), fmt), better,
+                              _beats(test.get(key), baseline.get(key), better)))
     return rows
+
+
+def _beats(model: Any, baseline: Any, better: str) -> bool | None:
+    if not better or not all(isinstance(v, int | float) for v in (model, baseline)):
+        return None
+    return model < baseline if better == "lower" else model > baseline
 
 
 def format_metric(value: Any, fmt: str) -> str:
