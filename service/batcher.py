@@ -140,7 +140,7 @@ class Batcher:
             self._observer.rejected("queue_full")
             raise Overloaded(
                 f"queue is full ({self._rows} images waiting, limit {self.max_queue}); retry later",
-                retry_after_s=self._retry_after_s(),
+                retry_after_s=self.retry_after_s(),
             )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -177,7 +177,8 @@ class Batcher:
         self._executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
         self._runner = None
 
-    def _retry_after_s(self) -> float:
+    def retry_after_s(self) -> float:
+        """Seconds until the queue ahead has likely drained (at least 1)."""
         batches_ahead = math.ceil(self._rows / self.max_batch_size) / self._max_concurrent
         return max(1.0, math.ceil(batches_ahead * self._batch_s))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ from PIL import Image
 
 from service import imaging
 from service.batcher import Batcher, BatchResult
-from service.errors import ModelNotReady
+from service.errors import DeadlineExceeded, ModelNotReady, Overloaded
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.model import OnnxModel
@@ -41,6 +43,7 @@ class Engine:
                                nothing_coming=(lambda: self._decoding == 0)
                                if settings.flush_when_idle else None)
         self._decoding = 0  # images being decoded now: the batcher waits for them, not longer
+        self._admitted = 0  # images accepted and not yet answered
         self._pool = ThreadPoolExecutor(settings.preprocess_workers(), thread_name_prefix="preprocess")
         metrics.track_queue_depth(lambda: self.batcher.queued_rows)
         metrics.set_model(model.name, model.version, str(model.card["sha256"]))
@@ -83,11 +86,38 @@ class Engine:
         self.metrics.images.labels(format=imaging.sniff_format(data[:1024])).inc()
         return x, elapsed
 
-    async def infer(self, x: npt.NDArray[np.float32], *, priority: int = 0) -> BatchResult:
-        """Rows (k, S, S, 1) through the shared batcher."""
+    @contextmanager
+    def admit(self, images: int = 1) -> Iterator[float]:
+        """Hold `images` places in the service (decoding, queued or computing) or raise 429.
+
+        Admission is counted from the moment work is accepted, not when it reaches the batcher:
+        otherwise a flood would pile up unbounded in front of the decoding threads. Yields the
+        request's deadline (monotonic seconds).
+        """
+        if self._admitted > 0 and self._admitted + images > self.settings.max_queue:
+            self.metrics.rejected("queue_full")
+            raise Overloaded(f"queue is full ({self._admitted} images in progress, limit "
+                             f"{self.settings.max_queue} (MAX_QUEUE)); retry later",
+                             retry_after_s=self.batcher.retry_after_s())
+        self._admitted += images
+        try:
+            yield time.monotonic() + self.settings.request_timeout_ms / 1000
+        finally:
+            self._admitted -= images
+
+    async def infer(self, x: npt.NDArray[np.float32], *, deadline: float | None = None,
+                    priority: int = 0) -> BatchResult:
+        """Rows (k, S, S, 1) through the shared batcher, answered by `deadline` or 504."""
         self.check_ready()
-        return await self.batcher.submit(x, timeout_s=self.settings.request_timeout_ms / 1000,
-                                         priority=priority)
+        timeout_s = self.settings.request_timeout_ms / 1000
+        if deadline is not None:
+            timeout_s = deadline - time.monotonic()
+            if timeout_s <= 0:
+                self.metrics.rejected("deadline")
+                raise DeadlineExceeded(
+                    f"request spent over {self.settings.request_timeout_ms:g} ms before reaching "
+                    "the model (REQUEST_TIMEOUT_MS); retry later")
+        return await self.batcher.submit(x, timeout_s=timeout_s, priority=priority)
 
     def describe(self, outputs: dict[str, npt.NDArray[Any]], row: int = 0) -> dict[str, Any]:
         """The prediction fields of one row, recorded in the drift metrics."""
@@ -101,8 +131,9 @@ class Engine:
         """One encoded file → the /v1/predict response body."""
         start = time.perf_counter()
         self.check_ready()
-        x, pre_s = await self.preprocess(data)
-        result = await self.infer(x[None])
+        with self.admit(1) as deadline:
+            x, pre_s = await self.preprocess(data)
+            result = await self.infer(x[None], deadline=deadline)
         return {**self.describe(result.outputs), "model": self.model_ref, "timings_ms": {
             "preprocess": round(pre_s * 1000, 3), "queue": round(result.queue_s * 1000, 3),
             "inference": round(result.compute_s * 1000, 3),

@@ -86,8 +86,10 @@ async def infer(name: str, request: Request, engine: EngineDep, version: str | N
     if len(req.inputs) != 1:
         raise BadRequest(f"send exactly one input ({engine.model.input_name!r} or {BYTES_INPUT!r}), "
                          f"got {[i.name for i in req.inputs]}")
-    x = await _input_tensor(engine, req.inputs[0])
-    outputs = await _run_chunked(engine, x)
+    rows = len(req.inputs[0].items or []) or (req.inputs[0].shape or [0])[0]
+    with engine.admit(max(1, rows)) as deadline:
+        x = await _input_tensor(engine, req.inputs[0])
+        outputs = await _run_chunked(engine, x, deadline)
     wanted = _select_outputs(req, list(outputs))
     selected = {n: outputs[n] for n in wanted}
     binary = {n for n in wanted if req.binary_output} | {
@@ -135,10 +137,10 @@ async def _input_tensor(engine: Engine, item: oip.InferInput) -> np.ndarray:
     return x
 
 
-async def _run_chunked(engine: Engine, x: np.ndarray) -> dict[str, np.ndarray]:
+async def _run_chunked(engine: Engine, x: np.ndarray, deadline: float) -> dict[str, np.ndarray]:
     """Large requests go through the batcher in max_batch_size chunks, like everybody else."""
     step = engine.settings.max_batch_size
-    chunks = await asyncio.gather(*(engine.infer(np.ascontiguousarray(x[i:i + step]))
+    chunks = await asyncio.gather(*(engine.infer(np.ascontiguousarray(x[i:i + step]), deadline=deadline)
                                     for i in range(0, len(x), step)))
     return {name: np.concatenate([c.outputs[name] for c in chunks]) for name in chunks[0].outputs}
 

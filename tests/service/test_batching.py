@@ -95,3 +95,10 @@ def test_slow_upload_does_not_block_others(server) -> None:
         r = httpx.post(f"{server.url}/v1/predict", content=encode(xray_array(seed=3)), timeout=10)
         assert r.status_code == 200
         assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_deadline_counts_from_arrival_not_from_queueing(serve, settings_for) -> None:
+    # decoding a 2048² PNG takes far longer than 1 ms: the budget is gone before the batcher
+    srv = serve(settings_for(request_timeout_ms=1))
+    r = httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array(2048, 2048)), timeout=30)
+    assert r.status_code == 504 and "before reaching the model" in r.json()["detail"]
