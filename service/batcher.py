@@ -149,7 +149,11 @@ class Batcher:
         self._rows += rows
         self._idle.clear()  # type: ignore[union-attr]
         self._changed.set()  # type: ignore[union-attr]
-        done, _ = await asyncio.wait({item.future}, timeout=timeout_s)
+        try:
+            done, _ = await asyncio.wait({item.future}, timeout=timeout_s)
+        except asyncio.CancelledError:
+            item.future.cancel()  # client gone: _take skips it instead of computing it
+            raise
         if not done and not item.started and not item.future.done():
             self._observer.rejected("deadline")
             item.future.set_exception(DeadlineExceeded(

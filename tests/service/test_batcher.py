@@ -242,3 +242,31 @@ def test_flushes_at_once_when_nothing_else_is_coming() -> None:
     alone, second = run(main())
     assert alone < 1.0  # far below max_wait: no pointless wait at concurrency 1
     assert second.batch_size == 2 and obs.sizes == [1, 2]
+
+
+def test_cancelled_waiter_is_not_computed() -> None:
+    gate = threading.Event()
+    computed: list[float] = []
+
+    def blocked(x):
+        gate.wait(5)
+        computed.extend(x[:, 0, 0, 0].tolist())
+        return double(x)
+
+    async def main():
+        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0, max_queue=10)
+        await b.start()
+        running = asyncio.create_task(b.submit(rows(1)[0], timeout_s=5))
+        await asyncio.sleep(0.05)
+        gone = asyncio.create_task(b.submit(rows(2)[0], timeout_s=5))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        kept = asyncio.create_task(b.submit(rows(3)[0], timeout_s=5))
+        await asyncio.sleep(0.01)
+        gate.set()
+        await running
+        await kept
+        await b.close(1)
+
+    run(main())
+    assert computed == [1.0, 3.0]
