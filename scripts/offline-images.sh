@@ -111,26 +111,42 @@ fill_wheelhouse() {
   echo "$digest" >"$stamp"
 }
 
+# The build context of each image: only what its Dockerfile copies (plus its wheels).
+declare -A CONTEXT=(
+  [serve]="Dockerfile.serve requirements service models"
+  [web]="gateway_flask requirements"
+  [train]="Dockerfile.train requirements service training"
+)
+
+# Streams the image's small context as a tar: the wheelhouse appears in it as .ctx-wheels/.
+context_tar() {
+  local target=$1 wheels
+  wheels=$(cd "$WHEELHOUSE/$target" && pwd)
+  # shellcheck disable=SC2086  # the context list is word-split on purpose
+  tar -cf - --exclude=__pycache__ --exclude='*.pyc' ${CONTEXT[$target]} \
+    -C "$wheels" --transform 's,^\.\(/\|$\),.ctx-wheels\1,' .
+}
+
 build_image() {
-  local target=$1 base=$2 tag=${IMAGE[$1]}:$IMAGE_TAG stage
+  local target=$1 base=$2 tag=${IMAGE[$1]}:$IMAGE_TAG out deps
   log "building $tag from ${DOCKERFILE[$target]} on $base"
-  # Legacy builder: works without buildx; the wheelhouse is COPYed into the `deps` stage only.
-  # That stage is tagged too (:deps-cache) so it stays the layer cache and is never dangling.
-  local out
-  for stage in deps final; do
-    # Quiet on success (the legacy builder's deprecation notice included); everything on failure.
-    if ! out=$(DOCKER_BUILDKIT=0 docker build \
-      -f "${DOCKERFILE[$target]}" --target "$stage" \
-      -t "$([ $stage = deps ] && echo "${IMAGE[$target]}:deps-cache" || echo "$tag")" \
+  # The classic builder (no BuildKit/buildx needed) with a context streamed on stdin: only this
+  # image's files, and its wheels, which the Dockerfile COPYs into the `deps` stage alone.
+  if ! out=$(context_tar "$target" | DOCKER_BUILDKIT=0 docker build \
+      -f "${DOCKERFILE[$target]}" -t "$tag" \
       --build-arg "BASE_IMAGE=$base" \
-      --build-arg "WHEELHOUSE=$WHEELHOUSE/$target" \
+      --build-arg "WHEELHOUSE=.ctx-wheels" \
       --build-arg "PIP_ARGS=--no-index --find-links /tmp/wheels" \
-      . 2>&1); then
-      echo "$out" | tail -40 >&2
-      log "FAILED to build $tag (stage $stage)"
-      exit 1
-    fi
-  done
+      - 2>&1); then
+    echo "$out" | tail -40 >&2
+    log "FAILED to build $tag"
+    exit 1
+  fi
+  # Tag the last layer of the `deps` stage (the step before `FROM … AS final`), so that the
+  # installed venv stays the layer cache and is never pruned as dangling.
+  deps=$(echo "$out" | awk '/^Step [0-9]+\/[0-9]+ : FROM .* AS final/ {print id; exit}
+                            /^ ---> [0-9a-f]+$/ {id = $2}')
+  [ -n "$deps" ] && docker tag "$deps" "${IMAGE[$target]}:deps-cache"
   log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'))"
 }
 

@@ -1,0 +1,99 @@
+"""Fast checks of the container files; the full stack runs in scripts/e2e-compose.sh (make e2e)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# Dockerfile → the first code it copies (after the dependencies, for the layer cache)
+DOCKERFILES = {"Dockerfile.serve": "COPY service/", "Dockerfile.train": "COPY service/",
+               "gateway_flask/Dockerfile": "COPY gateway_flask/"}
+PROD_ENV = {"API_KEYS": "k1,k2", "GATEWAY_API_KEY": "k1", "GATEWAY_SECRET_KEY": "s" * 32}
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2) or `docker-compose` (v1), whichever is installed."""
+    if shutil.which("docker") and subprocess.run(
+        ["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    compose = compose_command()
+    if compose is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    clean = {k: v for k, v in os.environ.items() if k not in PROD_ENV}
+    return subprocess.run([*compose, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**clean, **(env or {})}, timeout=60)
+
+
+@pytest.mark.parametrize("script", ["scripts/offline-images.sh", "scripts/e2e-compose.sh"])
+def test_scripts_parse(script: str) -> None:
+    result = subprocess.run(["bash", "-n", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfiles_run_as_non_root_and_install_deps_before_code(dockerfile: str) -> None:
+    text = (ROOT / dockerfile).read_text()
+    final = text.split(" AS final", 1)[1]
+    users = re.findall(r"^USER\s+(\S+)", final, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    # the venv comes from the deps stage, which saw only requirement files and wheels
+    assert final.index("COPY --from=deps /opt/venv") < final.index(DOCKERFILES[dockerfile])
+    deps = text.split(" AS final", 1)[0]
+    assert "COPY service" not in deps and "COPY training" not in deps and "COPY gateway" not in deps
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text
+
+
+def test_serving_image_has_no_tensorflow() -> None:
+    text = (ROOT / "Dockerfile.serve").read_text()
+    files = re.findall(r"requirements/(\w+\.txt)", text)
+    assert set(files) == {"base.txt", "serve.txt"}
+    for name in files:
+        lines = (ROOT / "requirements" / name).read_text().lower().splitlines()
+        packages = {re.split(r"[=<>\[ #;]", line.strip())[0] for line in lines}
+        assert not packages & {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx"}, name
+    assert "HEALTHCHECK" in text and "/readyz" in text
+
+
+def test_compose_file_is_valid() -> None:
+    result = run_compose("--profile", "train", "--profile", "monitoring", "config")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "container_name" not in out  # `--scale api=N` needs generated names
+    for needle in ("read_only: true", "no-new-privileges:true", "- ALL", "condition: service_healthy",
+                   "http://api:8000", "cxr-age-sex-api:latest", "cxr-age-sex-train:latest"):
+        assert needle in out, needle
+
+
+def test_prod_override_requires_keys_and_names_the_missing_one() -> None:
+    files = ("-f", "docker-compose.yml", "-f", "docker-compose.prod.yml")
+    missing = run_compose(*files, "config", "-q")
+    assert missing.returncode != 0
+    assert "API_KEYS" in missing.stderr
+    ok = run_compose(*files, "config", env=PROD_ENV)
+    assert ok.returncode == 0, ok.stderr
+    assert "API_KEYS: k1,k2" in ok.stdout and "GATEWAY_API_KEY: k1" in ok.stdout
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_prometheus_config_is_valid() -> None:
+    result = subprocess.run(["promtool", "check", "config", "deploy/prometheus.yml"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_e2e_skips_cleanly_without_a_docker_engine(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such-docker.sock"}
+    result = subprocess.run(["bash", "scripts/e2e-compose.sh"], cwd=ROOT, capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SKIP" in result.stdout
