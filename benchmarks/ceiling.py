@@ -45,11 +45,12 @@ def _stream(images: list[bytes], n: int) -> Iterator[bytes]:
 
 
 def run_threads(images: list[bytes], n: int, params: PreprocessParams, session: ort.InferenceSession,
-                cfg: Config) -> float:
-    """Images/s for n images: a decode pool runs ahead while the caller's thread runs ORT batches."""
+                cfg: Config) -> tuple[float, float]:
+    """(images/s, CPU ms per image) for n images: a decode pool runs ahead while the caller's
+    thread runs ORT batches."""
     name = session.get_inputs()[0].name
     with ThreadPoolExecutor(cfg.decode_threads) as pool:
-        start = time.perf_counter()
+        cpu0, start = time.process_time(), time.perf_counter()
         tensors = pool.map(lambda b: preprocess_bytes(b, params), _stream(images, n))
         batch: list[npt.NDArray[np.float32]] = []
         for x in tensors:
@@ -59,7 +60,7 @@ def run_threads(images: list[bytes], n: int, params: PreprocessParams, session: 
                 batch = []
         if batch:
             session.run(None, {name: np.stack(batch)})
-        return n / (time.perf_counter() - start)
+        return n / (time.perf_counter() - start), (time.process_time() - cpu0) * 1000 / n
 
 
 def _process_worker(model_path: str, images: list[bytes], n: int, size: int, batch: int,
@@ -69,16 +70,17 @@ def _process_worker(model_path: str, images: list[bytes], n: int, size: int, bat
     name = session.get_inputs()[0].name
     session.run(None, {name: np.zeros((batch, size, size, 1), np.float32)})  # warm-up
     barrier.wait()
-    start = time.perf_counter()
+    cpu0, start = time.process_time(), time.perf_counter()
     for i in range(0, n, batch):
         xs = [preprocess_bytes(images[(i + j) % len(images)], params) for j in range(min(batch, n - i))]
         session.run(None, {name: np.stack(xs)})
-    out.put((start, time.perf_counter()))
+    out.put((start, time.perf_counter(), time.process_time() - cpu0))
 
 
 def run_processes(images: list[bytes], n: int, params: PreprocessParams, model_path: Path,
-                  cfg: Config) -> float:
-    """Images/s with `processes` independent workers, each serial; timed from a common barrier."""
+                  cfg: Config) -> tuple[float, float]:
+    """(images/s, CPU ms per image) with `processes` independent serial workers, timed from a
+    common barrier."""
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(cfg.processes), ctx.Queue()
     share = n // cfg.processes
@@ -90,7 +92,9 @@ def run_processes(images: list[bytes], n: int, params: PreprocessParams, model_p
     spans = [out.get(timeout=300) for _ in procs]
     for p in procs:
         p.join()
-    return share * cfg.processes / (max(e for _, e in spans) - min(s for s, _ in spans))
+    total = share * cfg.processes
+    wall = max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
+    return total / wall, sum(c for _, _, c in spans) * 1000 / total
 
 
 def single_image_ms(images: list[bytes], n: int, params: PreprocessParams,
@@ -133,11 +137,11 @@ def measure_ceiling(images: list[bytes], n: int, params: PreprocessParams, model
     tried = []
     for cfg in configs:
         if cfg.processes > 1:
-            rate = run_processes(images, n, params, model_path, cfg)
+            rate, cpu_ms = run_processes(images, n, params, model_path, cfg)
         else:
-            rate = run_threads(images, n, params, sessions[cfg.ort_threads], cfg)
-        tried.append({**asdict(cfg), "label": cfg.label(), "images_per_s": rate})
+            rate, cpu_ms = run_threads(images, n, params, sessions[cfg.ort_threads], cfg)
+        tried.append({**asdict(cfg), "label": cfg.label(), "images_per_s": rate, "cpu_ms": cpu_ms})
     best = max(tried, key=lambda t: t["images_per_s"])
     single = single_image_ms(images, max(50, n // 4), params, sessions[1])
-    return {"images_per_s": best["images_per_s"], "best": best["label"], "tried": tried,
-            "single_image": single}
+    return {"images_per_s": best["images_per_s"], "best": best["label"],
+            "cpu_ms": min(t["cpu_ms"] for t in tried), "tried": tried, "single_image": single}

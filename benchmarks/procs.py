@@ -32,6 +32,7 @@ class ServerProcess:
     proc: subprocess.Popen[bytes]
     url: str
     ready_s: float = 0.0
+    ready_cpu_s: float = 0.0  # CPU the process spent until ready (robust on a busy machine)
     log_path: Path | None = None
     _cpu_mark: float = field(default=0.0, repr=False)
 
@@ -97,4 +98,5 @@ def start_server(name: str, module: str, env: dict[str, str], ready_path: str,
                 raise RuntimeError(f"{name} not ready after {timeout_s:.0f} s; see {log_path}")
             time.sleep(0.01)
     server.ready_s = time.perf_counter() - start
+    server.ready_cpu_s = server.cpu_s()
     return server

@@ -17,7 +17,7 @@ from flask import Flask, jsonify, request
 from service.imaging import PreprocessParams, preprocess_bytes
 
 
-def load_keras_model(checkpoint: str, image_size: int):  # noqa: ANN201 - keras.Model
+def load_keras_model(checkpoint: str, image_size: int):
     """The run's checkpoint, or training/'s builder with random weights when there is none."""
     import keras
 
@@ -36,11 +36,11 @@ def create_app(checkpoint: str, image_size: int) -> Flask:
     app = Flask(__name__)
 
     @app.get("/ready")
-    def ready():  # noqa: ANN202
+    def ready():
         return {"ready": True}
 
     @app.post("/predict")
-    def predict():  # noqa: ANN202
+    def predict():
         x = preprocess_bytes(request.files["file"].read(), params)[None]
         out = model.predict(x, verbose=0)
         p_male = 1 / (1 + math.exp(-float(out["sex"][0, 0])))
