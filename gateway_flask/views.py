@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template, request
@@ -20,6 +21,7 @@ bp = Blueprint("web", __name__)
 NO_IMAGE = ("no image: send multipart field 'file' (one image) or 'files' (several), or the raw "
             "image as the request body")
 MAX_FILENAME_CHARS = 255  # longer client names are cut before they reach the API or the page
+PREVIEW_CONCURRENCY = 4
 
 
 def api_client() -> ApiClient:
@@ -106,13 +108,20 @@ def read_uploads(files: list[FileStorage]) -> list[Upload]:
 
 
 def attach_thumbnails(rows: list[Row], uploads: list[Upload]) -> None:
-    """Ask the API for a PNG preview of each predicted file; a failed preview just shows none."""
-    for row, upload in zip(rows, uploads, strict=True):
-        if not row.ok:
-            continue
+    """Ask the API for PNG previews of the predicted files, a few at a time; failures show none."""
+    wanted = [(row, upload) for row, upload in zip(rows, uploads, strict=True) if row.ok]
+    if not wanted:
+        return
+    client = api_client()
+
+    def fetch(upload: Upload) -> bytes | None:
         try:
-            row.thumbnail = thumbnail_uri(api_client().preview(upload))
-        except ApiError:
-            continue
-        except ApiUnavailable:
-            return  # do not wait out one timeout per file
+            return client.preview(upload)
+        except (ApiError, ApiUnavailable):
+            return None
+
+    # The API decodes images on several threads; a small pool keeps the page quick without
+    # letting one upload flood it.
+    with ThreadPoolExecutor(max_workers=min(PREVIEW_CONCURRENCY, len(wanted))) as pool:
+        for (row, _), png in zip(wanted, pool.map(fetch, [u for _, u in wanted]), strict=True):
+            row.thumbnail = thumbnail_uri(png) if png else None
