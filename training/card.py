@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import re
 from pathlib import Path
 
 from service.imaging import PreprocessParams
@@ -15,6 +17,15 @@ INTENDED_USE = (
     "Adults; PA/AP views."
 )
 DISCLAIMER = "Research demo, not for clinical use."
+
+
+_NUMBER_LIST = re.compile(r"\[\s*((?:-?[\d.eE+-]+|null)(?:,\s*(?:-?[\d.eE+-]+|null))*)\s*\]")
+
+
+def card_json(card: dict) -> str:
+    """Indented JSON, but each list of numbers on one line (the guard's matrix stays readable)."""
+    text = json.dumps(card, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
 
 
 def sha256_file(path: Path) -> str:
@@ -51,10 +62,11 @@ def build_card(*, cfg: TrainConfig, data: dict, metrics: dict, trust: dict, sha2
             {"name": "p_male", "shape": [None, 1], "dtype": "float32",
              "meaning": "P(male): probability the patient is male (temperature-calibrated)"},
             {"name": "embedding", "shape": [None, embedding_dim], "dtype": "float32",
-             "meaning": "penultimate features, for the input guard (see input_guard)"},
+             "meaning": "globally pooled conv features, for the input guard (see input_guard)"},
         ],
         "architecture": {"backbone": cfg.backbone, "width": cfg.width, "depth": cfg.depth,
-                         "embedding_dim": embedding_dim, "age_loss": cfg.age_loss},
+                         "neck_dim": cfg.neck_dim, "embedding_dim": embedding_dim,
+                         "age_loss": cfg.age_loss},
         "training_data": {"dataset": data["dataset"], "images": data["images"], "split": data["split"]},
         "metrics": metrics,
         "age_interval": trust["age_interval"],

@@ -22,7 +22,7 @@ class TrainConfig:
     weights: str = "none"  # imagenet|none, for keras.applications backbones
     width: int = 16  # filters in the first conv block; doubles per block up to 8×
     depth: int = 4  # conv blocks (each halves the resolution)
-    embedding_dim: int = 64  # penultimate features, exported as `embedding` for the input guard
+    neck_dim: int = 64  # dense layer shared by the two heads
     dropout: float = 0.3
     epochs: int = 60
     batch_size: int = 32

@@ -7,7 +7,8 @@ from keras import layers
 
 from training.config import TrainConfig
 
-EMBEDDING_LAYER = "embedding"
+NECK_LAYER = "neck"  # the small dense layer both heads share
+FEATURES_LAYER = "features"  # globally pooled conv features: exported as `embedding` for the guard
 
 
 def _conv_backbone(x: keras.KerasTensor, cfg: TrainConfig) -> keras.KerasTensor:
@@ -20,7 +21,7 @@ def _conv_backbone(x: keras.KerasTensor, cfg: TrainConfig) -> keras.KerasTensor:
             x = layers.BatchNormalization(momentum=0.9)(x)  # small datasets: few steps per epoch
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
-    return layers.GlobalAveragePooling2D()(x)
+    return layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
 
 
 def _applications_backbone(x: keras.KerasTensor, cfg: TrainConfig) -> keras.KerasTensor:
@@ -34,7 +35,7 @@ def _applications_backbone(x: keras.KerasTensor, cfg: TrainConfig) -> keras.Kera
     weights = None if cfg.weights == "none" else cfg.weights
     net = app(include_top=False, weights=weights, input_shape=(cfg.image_size, cfg.image_size, 3),
               pooling="avg")
-    return net(rgb)
+    return layers.Identity(name=FEATURES_LAYER)(net(rgb))
 
 
 def build_model(cfg: TrainConfig, age_mean: float, age_std: float) -> keras.Model:
@@ -43,8 +44,8 @@ def build_model(cfg: TrainConfig, age_mean: float, age_std: float) -> keras.Mode
     x = layers.Rescaling(1.0 / 255.0, name="grey_0_1")(inputs)
     x = _conv_backbone(x, cfg) if cfg.backbone == "cnn" else _applications_backbone(x, cfg)
     x = layers.Dropout(cfg.dropout)(x)
-    emb = layers.Dense(cfg.embedding_dim, activation="relu", name=EMBEDDING_LAYER)(x)
-    head_in = layers.Dropout(cfg.dropout)(emb)
+    neck = layers.Dense(cfg.neck_dim, activation="relu", name=NECK_LAYER)(x)
+    head_in = layers.Dropout(cfg.dropout)(neck)
     age_z = layers.Dense(1, name="age_z")(head_in)
     age = layers.Rescaling(age_std, offset=age_mean, name="age")(age_z)
     sex_logit = layers.Dense(1, name="sex")(head_in)
@@ -52,7 +53,12 @@ def build_model(cfg: TrainConfig, age_mean: float, age_std: float) -> keras.Mode
 
 
 def with_embedding(model: keras.Model) -> keras.Model:
-    """Same weights, three outputs: age, sex logit and the penultimate embedding."""
+    """Same weights, three outputs: age, sex logit and the pooled features as `embedding`.
+
+    The pooled conv features, not the small dense layer after them: that layer is trained only
+    to predict age and sex, so blank pages, text and noise can land inside its distribution
+    (measured on the demo model: the pooled features separate them far better).
+    """
     return keras.Model(model.inputs, {"age": model.get_layer("age").output,
                                       "sex": model.get_layer("sex").output,
-                                      "embedding": model.get_layer(EMBEDDING_LAYER).output})
+                                      "embedding": model.get_layer(FEATURES_LAYER).output})

@@ -20,11 +20,11 @@ def _tf() -> None:
 def test_cnn_outputs_and_in_graph_scaling():
     from training.model import build_model, with_embedding
 
-    cfg = TrainConfig(image_size=64, width=8, depth=3, embedding_dim=16)
+    cfg = TrainConfig(image_size=64, width=8, depth=3, neck_dim=16)
     model = build_model(cfg, age_mean=55.0, age_std=12.0)
     full = with_embedding(model)
     out = full.predict(np.full((3, 64, 64, 1), 128.0, np.float32), verbose=0)
-    assert out["age"].shape == (3, 1) and out["sex"].shape == (3, 1) and out["embedding"].shape == (3, 16)
+    assert out["age"].shape == (3, 1) and out["sex"].shape == (3, 1) and out["embedding"].shape == (3, 32)  # pooled: 8 → 16 → 32 filters
     # A fresh head predicts near zero in standardised units, i.e. near the training mean in years.
     assert np.all(np.abs(out["age"] - 55.0) < 12.0)
     assert model.get_layer("grey_0_1").scale == pytest.approx(1 / 255)
@@ -33,7 +33,7 @@ def test_cnn_outputs_and_in_graph_scaling():
 def test_keras_applications_backbone_without_weights():
     from training.model import build_model
 
-    cfg = TrainConfig(image_size=64, backbone="MobileNetV2", weights="none", embedding_dim=8)
+    cfg = TrainConfig(image_size=64, backbone="MobileNetV2", weights="none", neck_dim=8)
     model = build_model(cfg, 50.0, 10.0)
     out = model.predict(np.zeros((2, 64, 64, 1), np.float32), verbose=0)
     assert out["age"].shape == (2, 1) and out["sex"].shape == (2, 1)
