@@ -62,3 +62,4 @@ def test_overload_sheds_with_429_and_loses_nothing(model_dir) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stderr.close()

@@ -43,7 +43,7 @@ def test_sigterm_drains_queued_and_in_flight_requests(model_dir) -> None:
            "MAX_BATCH_SIZE": "64", "MAX_WAIT_MS": "1000", "FLUSH_WHEN_IDLE": "false",
            "SHUTDOWN_GRACE_S": "0.5", "DRAIN_TIMEOUT_S": "10", "PREPROCESS_THREADS": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(url, proc)
         payloads = [encode(xray_array(seed=i)) for i in range(12)]
@@ -72,3 +72,4 @@ def test_sigterm_drains_queued_and_in_flight_requests(model_dir) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stderr.close()
