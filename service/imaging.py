@@ -139,7 +139,7 @@ def _decode_pillow(data: bytes, fmt: str, max_pixels: int) -> npt.NDArray[np.uin
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            ImageOps.exif_transpose(img, in_place=True)  # in place: a copy costs ~1 ms at 1024²
             return _pil_to_gray(img)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImage(f"{fmt.upper()} data is corrupt or truncated: {exc}") from None
@@ -190,6 +190,8 @@ def _decode_dicom(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
     except (NotImplementedError, RuntimeError) as exc:
         ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(ts, "name", str(ts))
+        if _dicom_decoder_available(ts):  # we can read this syntax: the data itself is broken
+            raise InvalidImage(f"DICOM pixel data ({name}, {ts}) is corrupt: {exc}") from None
         raise UnsupportedMediaType(
             f"DICOM transfer syntax {name} ({ts}) cannot be decoded here: no decoder installed ({exc})"
         ) from None
@@ -214,11 +216,23 @@ def _decode_dicom(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
     return gray
 
 
+def _dicom_decoder_available(transfer_syntax: object) -> bool:
+    """True when some installed pydicom plugin decodes this transfer syntax."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(transfer_syntax).is_available)  # type: ignore[arg-type]
+    except (NotImplementedError, ValueError, TypeError):
+        return False
+
+
 def crop_borders(gray: npt.NDArray[np.uint8], params: PreprocessParams = PreprocessParams()) -> npt.NDArray[np.uint8]:
     """Remove black padding rows/columns at the edges (scans padded to a square)."""
     content = gray > params.border_threshold
-    rows = np.flatnonzero(content.mean(axis=1) > params.border_min_fraction)
-    cols = np.flatnonzero(content.mean(axis=0) > params.border_min_fraction)
+    h, w = content.shape
+    # Integer sums divided once give the same fractions as bool.mean(), at half the cost.
+    rows = np.flatnonzero(content.sum(axis=1, dtype=np.int32) / w > params.border_min_fraction)
+    cols = np.flatnonzero(content.sum(axis=0, dtype=np.int32) / h > params.border_min_fraction)
     if rows.size == 0 or cols.size == 0:
         return gray  # nothing but padding: leave it for the model (and the input guard) to judge
     return gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
