@@ -56,10 +56,10 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
             model = load_model(settings.model_path, settings.card_path,
                                providers=settings.ort_providers,
                                intra_op_threads=settings.ort_intra_op_threads)
+            engine = Engine(settings, model, metrics, lifecycle)
         except ModelMismatch as exc:
             logger.error("refusing to start: %s", exc)
             raise
-        engine = Engine(settings, model, metrics, lifecycle)
         await engine.start()
         logger.info("serving %s %s: max_batch_size=%d max_wait_ms=%g max_queue=%d", model.name,
                     model.version, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)

@@ -16,11 +16,12 @@ from PIL import Image
 
 from service import imaging
 from service.batcher import Batcher, BatchResult
-from service.errors import DeadlineExceeded, ModelNotReady, Overloaded
+from service.errors import DeadlineExceeded, InputRejected, ModelNotReady, Overloaded
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
-from service.model import OnnxModel
+from service.model import ModelMismatch, OnnxModel
 from service.settings import Settings
+from service.trust import AgeInterval, InputGuard
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ class Engine:
                  lifecycle: Lifecycle) -> None:
         self.settings = settings
         self.model = model
+        try:
+            self.interval = AgeInterval.from_card(model.card)
+            self.guard = InputGuard.from_card(model.card)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelMismatch(f"card trust sections are not usable: {exc!r}") from None
         self.metrics = metrics
         self.lifecycle = lifecycle
         self.batcher = Batcher(model.run, max_batch_size=settings.max_batch_size,
@@ -125,7 +131,16 @@ class Engine:
         p_male = float(outputs["p_male"][row].reshape(-1)[0])
         sex = "male" if p_male >= 0.5 else "female"
         self.metrics.prediction(age, sex)
-        return {"age_years": age, "sex": sex, "p_male": p_male}
+        body: dict[str, Any] = {"age_years": age, "sex": sex, "p_male": p_male}
+        interval = self.interval.around(age) if self.interval else None
+        if interval:
+            body["age_interval_90"] = interval
+            self.metrics.interval_width.observe(interval[1] - interval[0])
+        warning = self.guard.check(outputs, row) if self.guard else None
+        body["warnings"] = [warning] if warning else []
+        for w in body["warnings"]:
+            self.metrics.input_warnings.labels(code=w["code"]).inc()
+        return body
 
     async def predict_bytes(self, data: bytes) -> dict[str, Any]:
         """One encoded file → the /v1/predict response body."""
@@ -134,7 +149,10 @@ class Engine:
         with self.admit(1) as deadline:
             x, pre_s = await self.preprocess(data)
             result = await self.infer(x[None], deadline=deadline)
-        return {**self.describe(result.outputs), "model": self.model_ref, "timings_ms": {
+        body = self.describe(result.outputs)
+        if body["warnings"] and self.settings.strict_input_guard:
+            raise InputRejected(f"{body['warnings'][0]['message']} (STRICT_INPUT_GUARD is on)")
+        return {**body, "model": self.model_ref, "timings_ms": {
             "preprocess": round(pre_s * 1000, 3), "queue": round(result.queue_s * 1000, 3),
             "inference": round(result.compute_s * 1000, 3),
             "total": round((time.perf_counter() - start) * 1000, 3)}}

@@ -77,6 +77,13 @@ class InferenceFailed(ServiceError):
     code = "inference_failed"
 
 
+class InputRejected(ServiceError):
+    """STRICT_INPUT_GUARD is on and the input guard flagged the image."""
+
+    status_code = 422
+    code = "input_guard"
+
+
 class TooManyFiles(ServiceError):
     """A batch request carries more files than MAX_BATCH_FILES."""
 

@@ -44,6 +44,12 @@ class Metrics:
             buckets=_AGE_BUCKETS, registry=r)
         self.predicted_sex = Counter(
             "cxr_predicted_sex_total", "Predicted sex labels.", ["sex"], registry=r)
+        self.input_warnings = Counter(
+            "cxr_input_warnings_total", "Warnings attached to predictions, by code.", ["code"],
+            registry=r)
+        self.interval_width = Histogram(
+            "cxr_age_interval_width_years", "Width of the 90 % age interval.",
+            buckets=(5, 10, 20, 30, 40, 50, 60, 80), registry=r)
         self.images = Counter(
             "cxr_images_total", "Images preprocessed, by detected format.", ["format"], registry=r)
 

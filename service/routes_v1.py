@@ -47,6 +47,7 @@ def _checked(part: Upload, limit: int) -> bytes:
 
 
 @router.post("/v1/predict", response_model=Prediction, openapi_extra=UPLOAD_BODY,
+             response_model_exclude_none=True,
              responses=_UPLOAD_ERRORS, summary="Predict age and sex from one image")
 async def predict(request: Request, engine: EngineDep) -> dict[str, Any]:
     """Age in years and P(male) for one chest X-ray (multipart `file` or the raw file as body)."""

@@ -32,7 +32,7 @@ class Prediction(BaseModel):
     """Predicted age and sex for one image."""
 
     model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [{
-        "age_years": 54.2, "sex": "male", "p_male": 0.83,
+        "age_years": 54.2, "sex": "male", "p_male": 0.83, "age_interval_90": [35.6, 72.8],
         "model": {"name": "cxr-age-sex", "version": "1.0.0"},
         "timings_ms": {"preprocess": 3.1, "queue": 0.4, "inference": 1.2, "total": 5.0},
         "warnings": []}]})
@@ -40,6 +40,9 @@ class Prediction(BaseModel):
     age_years: float = Field(description="Predicted age in years.")
     sex: Literal["female", "male"] = Field(description="'male' when p_male ≥ 0.5.")
     p_male: float = Field(ge=0, le=1, description="Probability the patient is male.")
+    age_interval_90: list[float] | None = Field(
+        None, min_length=2, max_length=2,
+        description="[low, high] years: 90 % split-conformal interval (when the card has one).")
     model: ModelRef
     timings_ms: Timings
     warnings: list[InputWarning] = []
@@ -62,6 +65,7 @@ class BatchItem(BaseModel):
     age_years: float | None = None
     sex: Literal["female", "male"] | None = None
     p_male: float | None = None
+    age_interval_90: list[float] | None = None
     timings_ms: Timings | None = None
     warnings: list[InputWarning] = []
     error: ItemError | None = None

@@ -27,7 +27,7 @@ from service.settings import Settings
 SIZE = 64
 
 
-def build_tiny_model(path: Path, *, faulty: bool = False) -> None:
+def build_tiny_model(path: Path, *, faulty: bool = False, embedding: bool = False) -> None:
     """age = 0.3·mean + 10, p_male = sigmoid((mean − 100)/20); `faulty` makes ORT raise on bright
     inputs (a Gather index goes out of range when the max pixel exceeds 250)."""
     f = TensorProto.FLOAT
@@ -56,10 +56,15 @@ def build_tiny_model(path: Path, *, faulty: bool = False) -> None:
         inits += [helper.make_tensor("limit", f, [], [250.0]), helper.make_tensor("zero", f, [1], [0.0])]
     else:
         nodes.append(helper.make_node("Identity", ["age_raw"], ["age"]))
+    outputs = [helper.make_tensor_value_info("age", f, ["batch", 1]),
+               helper.make_tensor_value_info("p_male", f, ["batch", 1])]
+    if embedding:  # the input guard's features: mean grey level / 255, one dimension
+        nodes.append(helper.make_node("Div", ["mean", "full"], ["embedding"]))
+        inits.append(helper.make_tensor("full", f, [], [255.0]))
+        outputs.append(helper.make_tensor_value_info("embedding", f, ["batch", 1]))
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("image", f, ["batch", SIZE, SIZE, 1])],
-        [helper.make_tensor_value_info("age", f, ["batch", 1]),
-         helper.make_tensor_value_info("p_male", f, ["batch", 1])], inits)
+        outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -83,9 +88,9 @@ def write_card(model_dir: Path, **overrides: object) -> dict:
     return card
 
 
-def make_model_dir(root: Path, *, faulty: bool = False) -> Path:
+def make_model_dir(root: Path, *, faulty: bool = False, embedding: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    build_tiny_model(root / "model.onnx", faulty=faulty)
+    build_tiny_model(root / "model.onnx", faulty=faulty, embedding=embedding)
     write_card(root)
     return root
 

@@ -58,3 +58,19 @@ def test_demo_model_served_equals_direct_ort(serve, settings_for, demo, images) 
     item.set_data_from_numpy(np.array(images, dtype=np.object_))
     ages = client.infer(demo.name, [item]).as_numpy("age")
     assert ages.shape == (len(images), 1)
+
+
+def test_demo_model_trust_fields(serve, settings_for, demo) -> None:
+    if "input_guard" not in demo.card or not NIH.is_dir():
+        pytest.skip("card has no input_guard section, or the NIH sample is absent")
+    from .conftest import encode
+
+    srv = serve(settings_for(model_dir=MODELS))
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(NIH.glob("*.png"))[:40]]
+    results = httpx.post(f"{srv.url}/v1/predict/batch", files=files, timeout=60).json()["results"]
+    assert all(r["ok"] and len(r["age_interval_90"]) == 2 for r in results)
+    flagged = sum(bool(r["warnings"]) for r in results)
+    assert flagged <= 4, f"{flagged} of 40 training-distribution images flagged"
+    noise = np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8)
+    body = httpx.post(f"{srv.url}/v1/predict", content=encode(noise)).json()
+    assert [w["code"] for w in body["warnings"]] == ["unusual_input"]
