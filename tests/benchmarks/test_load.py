@@ -1,0 +1,87 @@
+"""The load generator against a real `python -m service` subprocess on a tiny ONNX model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from benchmarks.payloads import multipart_body, phantom_pngs
+from benchmarks.procs import ServerProcess, start_server
+from benchmarks.scenarios import run_level, soak
+from service.imaging import PreprocessParams
+
+SIZE = 64
+
+
+def write_tiny_model(model_dir: Path) -> None:
+    """age = mean grey level, p_male = sigmoid(mean − 100): a real graph ORT can run."""
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image", "axes"], ["age"], keepdims=0),
+         helper.make_node("Sub", ["age", "c"], ["logit"]),
+         helper.make_node("Sigmoid", ["logit"], ["p_male"])],
+        "tiny", [helper.make_tensor_value_info("image", f, ["batch", SIZE, SIZE, 1])],
+        [helper.make_tensor_value_info("age", f, ["batch", 1]),
+         helper.make_tensor_value_info("p_male", f, ["batch", 1])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+         helper.make_tensor("c", f, [], [100.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, model_dir / "model.onnx")
+    card = {"name": "cxr-age-sex", "version": "0.0.1-bench", "created": "2026-11-25T21:00:00Z",
+            "input": {"name": "image", "shape": [None, SIZE, SIZE, 1], "dtype": "float32",
+                      "layout": "NHWC", "value_range": [0, 255]},
+            "preprocessing": PreprocessParams(size=SIZE).to_card(),
+            "outputs": [{"name": "age", "shape": [None, 1], "dtype": "float32"},
+                        {"name": "p_male", "shape": [None, 1], "dtype": "float32"}],
+            "sha256": hashlib.sha256((model_dir / "model.onnx").read_bytes()).hexdigest()}
+    (model_dir / "model.json").write_text(json.dumps(card))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    model_dir = tmp_path_factory.mktemp("model")
+    write_tiny_model(model_dir)
+    proc = start_server("service", "service", {"MODEL_DIR": str(model_dir)}, "/readyz",
+                        tmp_path_factory.mktemp("logs"), timeout_s=60)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def bodies() -> list:
+    return [multipart_body(b) for b in phantom_pngs(SIZE, 3)]
+
+
+def test_closed_loop_counts_answers_and_reads_server_side(server: ServerProcess, bodies: list) -> None:
+    row = run_level(server, "/v1/predict", bodies, scenario="t", image="64px", concurrency=3,
+                    seconds=0.5)
+    assert row["ok"] > 0 and row["errors"] == {}
+    assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert row["mean_batch"] is not None and 1 <= row["mean_batch"] <= 3  # never more than in flight
+    assert row["rss_mb"] > 10 and row["server_cpu_ms"] > 0 and server.ready_s > 0
+
+
+def test_open_loop_sends_at_the_offered_rate(server: ServerProcess, bodies: list) -> None:
+    row = run_level(server, "/v1/predict", bodies, scenario="t", image="64px", rate=40, seconds=1.0)
+    assert row["errors"] == {}
+    assert 15 <= row["ok"] <= 80  # Poisson arrivals at 40/s for 1 s
+
+
+def test_refused_requests_are_errors_not_throughput(server: ServerProcess) -> None:
+    pdf = [multipart_body(b"%PDF-1.4 not an image", filename="x.pdf")]
+    row = run_level(server, "/v1/predict", pdf, scenario="t", image="pdf", concurrency=2, seconds=0.3)
+    assert row["ok"] == 0 and row["throughput"] == 0
+    assert row["errors"].get("415", 0) > 0
+
+
+def test_soak_reports_rss_growth(server: ServerProcess, bodies: list) -> None:
+    result = soak(server, "/v1/predict", bodies, requests=60, warmup=20, concurrency=4)
+    assert result["ok"] == 60 and result["errors"] == 0
+    assert result["rss_after_mb"] > 0 and isinstance(result["growth_pct"], float)
