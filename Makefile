@@ -34,7 +34,8 @@ bench: setup
 
 demo-model: setup
 	$(PY) -m training train --format nih --data ../shared/data/nih-cxr-1000 --image-size 64 \
-		--epochs 30 --patience 30 --learning-rate 1e-3 --val-fraction 0.2 --test-fraction 0.2 --run-dir runs/demo
+		--epochs 30 --patience 30 --learning-rate 1e-3 --val-fraction 0.2 --test-fraction 0.2 \
+		--age-loss mae --age-weight 2 --run-dir runs/demo
 	$(PY) -m training export --run-dir runs/demo --out models
 
 serve: setup
