@@ -1,0 +1,93 @@
+"""Image-level input guard: does this file look like a chest radiograph at all?
+
+Four cheap checks on the decoded image (the embedding-distance check lives in service/trust.py):
+strongly coloured sources, extreme aspect ratios of the content, near-constant images, and images
+without spatial structure (noise, small print). Each failed check becomes a warning with a code and a human sentence.
+Pure numpy; no web framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service import imaging
+
+# Hasler–Süsstrunk scale: ~15 "slightly", ~33 "moderately colourful". A sepia or tinted scan of
+# an X-ray film stays below 20; photographs, charts and slides are far above.
+MAX_COLOURFULNESS = 20.0
+# Frontal chest radiographs are 1:1 to ~1.3:1 (14×17 inch detectors); beyond 2:1 the content is
+# a strip, a screenshot band or a stitched long-bone study.
+MAX_ASPECT_RATIO = 2.0
+# Standard deviation of grey levels (0–255) of the content; radiographs have ~40–70.
+MIN_CONTRAST = 8.0
+# Correlation of neighbouring pixels: anatomy is smooth (NIH 64² images: ≥ 0.86), uniform noise
+# is ~0 and rendered text ~0.1–0.2. The model's embedding does not separate noise on its own.
+MIN_NEIGHBOUR_CORRELATION = 0.5
+SAMPLE_SIDE = 256  # the checks are global statistics: a strided sample measures them
+
+COLOUR_IMAGE = "colour_image"
+EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
+NEAR_CONSTANT_IMAGE = "near_constant_image"
+NOISE_LIKE_IMAGE = "noise_like_image"
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the checks measured on one decoded image."""
+
+    colourfulness: float  # of the source before grey conversion; 0 for grey files
+    aspect_ratio: float  # longer / shorter side of the content after border cropping
+    contrast: float  # standard deviation of the content's grey levels
+    smoothness: float  # lower of the horizontal and vertical neighbour-pixel correlations
+
+
+def measure(gray: npt.NDArray[np.uint8], colour: float,
+            params: imaging.PreprocessParams) -> ImageFacts:
+    """Facts of a decoded grey image (H, W) whose source had colourfulness `colour`."""
+    step = max(1, max(gray.shape) // SAMPLE_SIDE)
+    content = imaging.crop_borders(gray[::step, ::step], params)
+    h, w = content.shape
+    c = content.astype(np.float32)
+    smooth = min(_correlation(c[:, :-1], c[:, 1:]), _correlation(c[:-1, :], c[1:, :]))
+    return ImageFacts(colourfulness=float(colour), aspect_ratio=max(h, w) / max(1, min(h, w)),
+                      contrast=float(content.std()), smoothness=smooth)
+
+
+def _correlation(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """Pearson correlation; 1 for constant inputs (nothing there is noise)."""
+    a, b = a - a.mean(), b - b.mean()
+    scale = float(np.sqrt((a * a).mean() * (b * b).mean()))
+    return 1.0 if scale == 0 else float((a * b).mean() / scale)
+
+
+def check(facts: ImageFacts) -> list[dict[str, str]]:
+    """The warnings these facts deserve (empty for a plausible radiograph)."""
+    found = []
+    if facts.colourfulness > MAX_COLOURFULNESS:
+        found.append({"code": COLOUR_IMAGE, "message": (
+            f"this image is in colour (colourfulness {facts.colourfulness:.0f}; radiographs are "
+            f"grey, limit {MAX_COLOURFULNESS:.0f}); it may be a photograph or a chart, not an X-ray")})
+    if facts.aspect_ratio > MAX_ASPECT_RATIO:
+        found.append({"code": EXTREME_ASPECT_RATIO, "message": (
+            f"the image content is {facts.aspect_ratio:.1f} times longer than wide (chest X-rays "
+            f"are at most {MAX_ASPECT_RATIO:.0f}:1); it may be cropped or not a chest X-ray")})
+    if facts.contrast < MIN_CONTRAST:
+        found.append({"code": NEAR_CONSTANT_IMAGE, "message": (
+            f"the image is nearly uniform (grey-level spread {facts.contrast:.1f}; radiographs "
+            f"have over {MIN_CONTRAST:.0f}); it may be blank or overexposed")})
+    if facts.smoothness < MIN_NEIGHBOUR_CORRELATION:
+        found.append({"code": NOISE_LIKE_IMAGE, "message": (
+            f"neighbouring pixels are nearly unrelated (correlation {facts.smoothness:.2f}; "
+            f"radiographs are above {MIN_NEIGHBOUR_CORRELATION:g}); it may be noise or text")})
+    return found
+
+
+def preprocess_inspected(data: bytes, params: imaging.PreprocessParams, *,
+                         max_pixels: int = imaging.DEFAULT_MAX_PIXELS
+                         ) -> tuple[npt.NDArray[np.float32], ImageFacts]:
+    """preprocess_bytes plus the guard's facts, from a single decode."""
+    gray, colour = imaging.decode_image_with_colour(data, max_pixels=max_pixels)
+    return imaging.preprocess_array(gray, params), measure(gray, colour, params)
