@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service import imaging
+from service import explain, imaging
 from service.batcher import Batcher, BatchResult
 from service.errors import DeadlineExceeded, InputRejected, ModelNotReady, Overloaded
 from service.lifecycle import Lifecycle
@@ -40,6 +41,9 @@ class Engine:
             self.guard = InputGuard.from_card(model.card)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelMismatch(f"card trust sections are not usable: {exc!r}") from None
+        if model.params.size % settings.explain_grid:
+            raise ModelMismatch(f"Config 'EXPLAIN_GRID' has value {settings.explain_grid}: it must "
+                                f"divide the model's input size {model.params.size}")
         self.metrics = metrics
         self.lifecycle = lifecycle
         self.batcher = Batcher(model.run, max_batch_size=settings.max_batch_size,
@@ -50,6 +54,7 @@ class Engine:
                                if settings.flush_when_idle else None)
         self._decoding = 0  # images being decoded now: the batcher waits for them, not longer
         self._admitted = 0  # images accepted and not yet answered
+        self._explaining = 0  # explanations running (EXPLAIN_CONCURRENCY bounds it)
         self._pool = ThreadPoolExecutor(settings.preprocess_workers(), thread_name_prefix="preprocess")
         metrics.track_queue_depth(lambda: self.batcher.queued_rows)
         metrics.set_model(model.name, model.version, str(model.card["sha256"]))
@@ -156,6 +161,42 @@ class Engine:
             "preprocess": round(pre_s * 1000, 3), "queue": round(result.queue_s * 1000, 3),
             "inference": round(result.compute_s * 1000, 3),
             "total": round((time.perf_counter() - start) * 1000, 3)}}
+
+    async def explain_bytes(self, data: bytes) -> dict[str, Any]:
+        """Occlusion sensitivity for one file: grid² + 1 variants as one low-priority batch."""
+        self.check_ready()
+        if self._explaining >= self.settings.explain_concurrency:
+            self.metrics.rejected("explain_busy")
+            raise Overloaded(f"{self._explaining} explanations already running (EXPLAIN_CONCURRENCY="
+                             f"{self.settings.explain_concurrency}); retry later")
+        grid = self.settings.explain_grid
+        start = time.perf_counter()
+        self._explaining += 1
+        try:
+            with self.admit(1) as deadline:
+                x, pre_s = await self.preprocess(data)
+                variants = explain.occlusion_batch(x, grid)
+                # priority 1: single predictions queued at the same time go first
+                result = await self.infer(variants, deadline=deadline, priority=1)
+            loop = asyncio.get_running_loop()
+            delta_age = explain.sensitivity(result.outputs["age"], grid)
+            delta_p = explain.sensitivity(result.outputs["p_male"], grid)
+            overlays = await asyncio.gather(
+                loop.run_in_executor(self._pool, explain.overlay_png, x, delta_age),
+                loop.run_in_executor(self._pool, explain.overlay_png, x, delta_p))
+        finally:
+            self._explaining -= 1
+        first = {name: value[:1] for name, value in result.outputs.items()}
+        return {**self.describe(first), "model": self.model_ref, "grid": grid,
+                "patch_px": self.model.params.size // grid,
+                "delta_age": np.round(delta_age, 4).tolist(),
+                "delta_p_male": np.round(delta_p, 5).tolist(),
+                "overlay_age_png": base64.b64encode(overlays[0]).decode(),
+                "overlay_p_male_png": base64.b64encode(overlays[1]).decode(),
+                "timings_ms": {"preprocess": round(pre_s * 1000, 3),
+                               "queue": round(result.queue_s * 1000, 3),
+                               "inference": round(result.compute_s * 1000, 3),
+                               "total": round((time.perf_counter() - start) * 1000, 3)}}
 
     async def preview_png(self, data: bytes) -> bytes:
         """The cleaned grey image (borders cropped, longer side ≤ 256 px) as PNG."""

@@ -14,6 +14,7 @@ from service.schemas import (
     BATCH_BODY,
     UPLOAD_BODY,
     BatchResponse,
+    Explanation,
     Prediction,
     Status,
     error_responses,
@@ -94,6 +95,16 @@ async def predict_batch(request: Request, engine: EngineDep) -> dict[str, Any]:
 
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(files)))
     return {"model": engine.model_ref, "results": results}
+
+
+@router.post("/v1/explain", response_model=Explanation, openapi_extra=UPLOAD_BODY,
+             response_model_exclude_none=True, responses=_UPLOAD_ERRORS,
+             summary="Where the model looked (occlusion sensitivity)")
+async def explain(request: Request, engine: EngineDep) -> dict[str, Any]:
+    """Grey out each patch of a grid in turn (one batch, below single predictions in priority)."""
+    engine.check_ready()
+    data = await read_one_file(request, engine.settings.max_upload_bytes)
+    return await engine.explain_bytes(data)
 
 
 @router.post("/v1/preview", openapi_extra=UPLOAD_BODY, response_class=Response,

@@ -48,6 +48,27 @@ class Prediction(BaseModel):
     warnings: list[InputWarning] = []
 
 
+class Explanation(BaseModel):
+    """Occlusion sensitivity: how each patch's removal moved the predictions."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    age_years: float
+    sex: Literal["female", "male"]
+    p_male: float
+    age_interval_90: list[float] | None = None
+    warnings: list[InputWarning] = []
+    model: ModelRef
+    grid: int = Field(description="patches per side", examples=[8])
+    patch_px: int = Field(description="patch side in model-input pixels", examples=[8])
+    delta_age: list[list[float]] = Field(
+        description="grid×grid: predicted age with the patch greyed out minus the original (years)")
+    delta_p_male: list[list[float]] = Field(description="grid×grid: change of P(male)")
+    overlay_age_png: str = Field(description="base64 PNG: red = occlusion raised age, blue = lowered")
+    overlay_p_male_png: str = Field(description="base64 PNG, same for P(male)")
+    timings_ms: Timings
+
+
 class ItemError(BaseModel):
     status: int = Field(examples=[415])
     code: str = Field(examples=["unsupported_media_type"])
