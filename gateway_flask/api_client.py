@@ -68,6 +68,11 @@ class ApiClient:
         files = [("files", (u.filename, u.data, u.content_type)) for u in uploads]
         return self._request("POST", "/v1/predict/batch", files=files).json()
 
+    def explain(self, upload: Upload) -> dict[str, Any]:
+        """POST /v1/explain; occlusion-sensitivity maps and overlays for one file."""
+        files = {"file": (upload.filename, upload.data, upload.content_type)}
+        return self._request("POST", "/v1/explain", files=files).json()
+
     def preview(self, upload: Upload) -> bytes:
         """POST /v1/preview; a PNG thumbnail of the cleaned grey image."""
         files = {"file": (upload.filename, upload.data, upload.content_type)}

@@ -17,7 +17,7 @@ _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 CSRF_HEADER = "X-CSRF-Token"
 # JSON endpoints for scripts: they rely on no cookie and change no state, so cross-site posts gain
 # an attacker nothing they could not get by calling the API directly.
-CSRF_EXEMPT = frozenset({"web.api_predict"})
+CSRF_EXEMPT = frozenset({"web.api_predict", "web.api_explain"})
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; "

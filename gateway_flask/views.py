@@ -80,6 +80,15 @@ def api_predict() -> Any:
     return jsonify(api_client().predict(Upload("upload", data, content_type)))
 
 
+@bp.post("/api/explain")
+def api_explain() -> Any:
+    """JSON proxy to /v1/explain: multipart `file` (the results page sends its preview PNG)."""
+    file = request.files.get("file")
+    if file is None:
+        raise UploadRejected("no image: send multipart field 'file' with one image to explain")
+    return jsonify(api_client().explain(read_uploads([file])[0]))
+
+
 @bp.get("/api/health")
 def api_health() -> Any:
     """Whether the inference API is ready (the page's health indicator polls this)."""
