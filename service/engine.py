@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -22,11 +22,19 @@ from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.model import ModelMismatch, OnnxModel
 from service.settings import Settings
-from service.trust import AgeInterval, InputGuard
+from service.trust import AgeInterval, InputGuard, image_warnings
 
 logger = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 256
+
+
+class Prepared(NamedTuple):
+    """A preprocessed image, how long it took, and what the image-level checks noticed."""
+
+    x: npt.NDArray[np.float32]
+    seconds: float
+    warnings: list[dict[str, str]]
 
 
 class Engine:
@@ -83,19 +91,19 @@ class Engine:
         if self.lifecycle.state == "starting":
             raise ModelNotReady(f"not ready: {self.lifecycle.reason()}")
 
-    async def preprocess(self, data: bytes) -> tuple[npt.NDArray[np.float32], float]:
-        """One encoded file → model input (S, S, 1) off the event loop; returns (tensor, seconds)."""
+    async def preprocess(self, data: bytes) -> Prepared:
+        """One encoded file → model input (S, S, 1) off the event loop, with image warnings."""
         start = time.perf_counter()
         self._decoding += 1
         try:
-            x = await asyncio.get_running_loop().run_in_executor(
+            x, warnings = await asyncio.get_running_loop().run_in_executor(
                 self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels)
         finally:
             self._decoding -= 1
         elapsed = time.perf_counter() - start
         self.metrics.preprocess_seconds.observe(elapsed)
         self.metrics.images.labels(format=imaging.sniff_format(data[:1024])).inc()
-        return x, elapsed
+        return Prepared(x, elapsed, warnings)
 
     @contextmanager
     def admit(self, images: int = 1) -> Iterator[float]:
@@ -130,7 +138,8 @@ class Engine:
                     "the model (REQUEST_TIMEOUT_MS); retry later")
         return await self.batcher.submit(x, timeout_s=timeout_s, priority=priority)
 
-    def describe(self, outputs: dict[str, npt.NDArray[Any]], row: int = 0) -> dict[str, Any]:
+    def describe(self, outputs: dict[str, npt.NDArray[Any]], row: int = 0,
+                 warnings: list[dict[str, str]] | None = None) -> dict[str, Any]:
         """The prediction fields of one row, recorded in the drift metrics."""
         age = float(outputs["age"][row].reshape(-1)[0])
         p_male = float(outputs["p_male"][row].reshape(-1)[0])
@@ -142,7 +151,7 @@ class Engine:
             body["age_interval_90"] = interval
             self.metrics.interval_width.observe(interval[1] - interval[0])
         warning = self.guard.check(outputs, row) if self.guard else None
-        body["warnings"] = [warning] if warning else []
+        body["warnings"] = [*(warnings or []), *([warning] if warning else [])]
         for w in body["warnings"]:
             self.metrics.input_warnings.labels(code=w["code"]).inc()
         return body
@@ -152,9 +161,10 @@ class Engine:
         start = time.perf_counter()
         self.check_ready()
         with self.admit(1) as deadline:
-            x, pre_s = await self.preprocess(data)
-            result = await self.infer(x[None], deadline=deadline)
-        body = self.describe(result.outputs)
+            prep = await self.preprocess(data)
+            result = await self.infer(prep.x[None], deadline=deadline)
+        pre_s = prep.seconds
+        body = self.describe(result.outputs, 0, prep.warnings)
         if body["warnings"] and self.settings.strict_input_guard:
             raise InputRejected(f"{body['warnings'][0]['message']} (STRICT_INPUT_GUARD is on)")
         return {**body, "model": self.model_ref, "timings_ms": {
@@ -174,7 +184,7 @@ class Engine:
         self._explaining += 1
         try:
             with self.admit(1) as deadline:
-                x, pre_s = await self.preprocess(data)
+                x, pre_s, warnings = await self.preprocess(data)
                 variants = explain.occlusion_batch(x, grid)
                 # priority 1: single predictions queued at the same time go first
                 result = await self.infer(variants, deadline=deadline, priority=1)
@@ -187,7 +197,7 @@ class Engine:
         finally:
             self._explaining -= 1
         first = {name: value[:1] for name, value in result.outputs.items()}
-        return {**self.describe(first), "model": self.model_ref, "grid": grid,
+        return {**self.describe(first, 0, warnings), "model": self.model_ref, "grid": grid,
                 "patch_px": self.model.params.size // grid,
                 "delta_age": np.round(delta_age, 4).tolist(),
                 "delta_p_male": np.round(delta_p, 5).tolist(),
@@ -204,8 +214,11 @@ class Engine:
             self._pool, _preview, data, self.model.params, self.settings.max_image_pixels)
 
 
-def _preprocess(data: bytes, params: imaging.PreprocessParams, max_pixels: int) -> npt.NDArray[np.float32]:
-    return imaging.preprocess_bytes(data, params, max_pixels=max_pixels)
+def _preprocess(data: bytes, params: imaging.PreprocessParams,
+                max_pixels: int) -> tuple[npt.NDArray[np.float32], list[dict[str, str]]]:
+    # preprocess_bytes split in two, so the decoded image can also be checked
+    gray = imaging.decode_image(data, max_pixels=max_pixels)
+    return imaging.preprocess_array(gray, params), image_warnings(gray)
 
 
 def _preview(data: bytes, params: imaging.PreprocessParams, max_pixels: int) -> bytes:

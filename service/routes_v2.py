@@ -14,6 +14,7 @@ from service.deps import EngineDep, LifecycleDep
 from service.engine import Engine
 from service.errors import BadRequest, ModelNotFound, ServiceError
 from service.model import ORT_TO_NUMPY
+from service.schemas import error_responses
 from service.uploads import read_body
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
@@ -42,14 +43,14 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server readiness")
+@router.get("/health/ready", summary="Server readiness", responses={503: {"description": "not ready"}})
 async def ready(lifecycle: LifecycleDep) -> Response:
     """200 once warmed up; 503 before that and while draining."""
     ok = lifecycle is not None and lifecycle.ready
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", summary="Model metadata", responses=error_responses(404, 503))
 @router.get("/models/{name}/versions/{version}", include_in_schema=False)
 async def model_metadata(name: str, engine: EngineDep, version: str | None = None) -> dict[str, Any]:
     """Inputs (the preprocessed tensor, or encoded image files as BYTES) and outputs."""
@@ -64,7 +65,8 @@ async def model_metadata(name: str, engine: EngineDep, version: str | None = Non
             "outputs": outputs}
 
 
-@router.get("/models/{name}/ready", summary="Model readiness")
+@router.get("/models/{name}/ready", summary="Model readiness",
+            responses={**error_responses(404), 503: {"description": "model not ready"}})
 @router.get("/models/{name}/versions/{version}/ready", include_in_schema=False)
 async def model_ready(name: str, engine: EngineDep, lifecycle: LifecycleDep,
                       version: str | None = None) -> Response:
@@ -75,7 +77,8 @@ async def model_ready(name: str, engine: EngineDep, lifecycle: LifecycleDep,
 
 
 @router.post("/models/{name}/infer", summary="Inference",
-             responses={200: {"description": "OIP v2 inference response"}})
+             responses={200: {"description": "OIP v2 inference response"},
+                        **error_responses(400, 404, 413, 415, 422, 429, 500, 503, 504)})
 @router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
 async def infer(name: str, request: Request, engine: EngineDep, version: str | None = None) -> Response:
     """One input: `image` (FP32/UINT8 [N,S,S,1], grey 0–255) or `image_bytes` (BYTES [N] files)."""

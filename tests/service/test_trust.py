@@ -44,13 +44,15 @@ def test_unusual_image_is_flagged_not_refused(serve, settings_for, trust_model_d
     srv = serve(settings_for(model_dir=trust_model_dir))
     r = httpx.post(f"{srv.url}/v1/predict", content=unusual_png())
     assert r.status_code == 200
-    (warning,) = r.json()["warnings"]
-    assert warning["code"] == "unusual_input" and "threshold 2.0" in warning["message"]
+    warnings = {w["code"]: w["message"] for w in r.json()["warnings"]}
+    assert set(warnings) == {"near_constant", "unusual_input"}
+    assert "threshold 2.0" in warnings["unusual_input"]
     batch = httpx.post(f"{srv.url}/v1/predict/batch", files=[
         ("files", ("a.png", encode(xray_array(seed=2)))), ("files", ("b.png", unusual_png()))])
-    assert [len(x["warnings"]) for x in batch.json()["results"]] == [0, 1]
+    assert [len(x["warnings"]) for x in batch.json()["results"]] == [0, 2]
     m = scrape(srv.url)
     assert m["cxr_input_warnings_total{code=unusual_input}"] == 2
+    assert m["cxr_input_warnings_total{code=near_constant}"] == 2
     assert m["cxr_age_interval_width_years_count"] == 3
 
 
@@ -88,3 +90,13 @@ def test_broken_guard_section_refuses_start(tmp_path) -> None:
 
     with pytest.raises(ModelMismatch, match="inv_cov"):
         asyncio.run(start())
+
+
+def test_image_level_warnings_without_any_card_section(server) -> None:
+    strip = np.tile(xray_array(100, 100), (1, 5))  # 500 × 100: a strip, not a chest film
+    r = httpx.post(f"{server.url}/v1/predict", content=encode(strip))
+    assert r.status_code == 200
+    assert [w["code"] for w in r.json()["warnings"]] == ["extreme_aspect_ratio"]
+    assert "500×100" in r.json()["warnings"][0]["message"]
+    flat = httpx.post(f"{server.url}/v1/predict", content=encode(np.full((80, 80), 90, np.uint8)))
+    assert [w["code"] for w in flat.json()["warnings"]] == ["near_constant"]
