@@ -105,6 +105,15 @@ class Engine:
         self.metrics.images.labels(format=imaging.sniff_format(data[:1024])).inc()
         return Prepared(x, elapsed, warnings)
 
+    def check_capacity(self, images: int = 1) -> None:
+        """429 now if `images` more would overflow MAX_QUEUE; routes call it before reading the
+        upload, so a flood is refused without the server reading (or the client waiting on) it."""
+        if self._admitted > 0 and self._admitted + images > self.settings.max_queue:
+            self.metrics.rejected("queue_full")
+            raise Overloaded(f"queue is full ({self._admitted} images in progress, limit "
+                             f"{self.settings.max_queue} (MAX_QUEUE)); retry later",
+                             retry_after_s=self.batcher.retry_after_s())
+
     @contextmanager
     def admit(self, images: int = 1) -> Iterator[float]:
         """Hold `images` places in the service (decoding, queued or computing) or raise 429.
@@ -113,11 +122,7 @@ class Engine:
         otherwise a flood would pile up unbounded in front of the decoding threads. Yields the
         request's deadline (monotonic seconds).
         """
-        if self._admitted > 0 and self._admitted + images > self.settings.max_queue:
-            self.metrics.rejected("queue_full")
-            raise Overloaded(f"queue is full ({self._admitted} images in progress, limit "
-                             f"{self.settings.max_queue} (MAX_QUEUE)); retry later",
-                             retry_after_s=self.batcher.retry_after_s())
+        self.check_capacity(images)
         self._admitted += images
         try:
             yield time.monotonic() + self.settings.request_timeout_ms / 1000
@@ -210,8 +215,9 @@ class Engine:
 
     async def preview_png(self, data: bytes) -> bytes:
         """The cleaned grey image (borders cropped, longer side ≤ 256 px) as PNG."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, _preview, data, self.model.params, self.settings.max_image_pixels)
+        with self.admit(1):  # decoding threads are shared: previews count against MAX_QUEUE too
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, _preview, data, self.model.params, self.settings.max_image_pixels)
 
 
 def _preprocess(data: bytes, params: imaging.PreprocessParams,

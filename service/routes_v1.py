@@ -53,6 +53,7 @@ def _checked(part: Upload, limit: int) -> bytes:
 async def predict(request: Request, engine: EngineDep) -> dict[str, Any]:
     """Age in years and P(male) for one chest X-ray (multipart `file` or the raw file as body)."""
     engine.check_ready()
+    engine.check_capacity()
     data = await read_one_file(request, engine.settings.max_upload_bytes)
     return await engine.predict_bytes(data)
 
@@ -109,10 +110,12 @@ async def explain(request: Request, engine: EngineDep) -> dict[str, Any]:
 
 @router.post("/v1/preview", openapi_extra=UPLOAD_BODY, response_class=Response,
              responses={200: {"content": {"image/png": {}}, "description": "cleaned grey PNG"},
-                        **error_responses(400, 413, 415, 422)},
+                        **error_responses(400, 413, 415, 422, 429, 503)},
              summary="The cleaned image the model sees, as PNG")
 async def preview(request: Request, engine: EngineDep) -> Response:
     """Borders cropped, grey, longer side ≤ 256 px (thumbnails of DICOM/TIFF for the web app)."""
+    engine.check_ready()
+    engine.check_capacity()
     data = await read_one_file(request, engine.settings.max_upload_bytes)
     return Response(await engine.preview_png(data), media_type="image/png")
 
