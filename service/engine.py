@@ -15,14 +15,14 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service import explain, imaging
+from service import explain, guard, imaging
 from service.batcher import Batcher, BatchResult
 from service.errors import DeadlineExceeded, InputRejected, ModelNotReady, Overloaded
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.model import ModelMismatch, OnnxModel
 from service.settings import Settings
-from service.trust import AgeInterval, InputGuard, image_warnings
+from service.trust import AgeInterval, InputGuard
 
 logger = logging.getLogger(__name__)
 
@@ -222,9 +222,9 @@ class Engine:
 
 def _preprocess(data: bytes, params: imaging.PreprocessParams,
                 max_pixels: int) -> tuple[npt.NDArray[np.float32], list[dict[str, str]]]:
-    # preprocess_bytes split in two, so the decoded image can also be checked
-    gray = imaging.decode_image(data, max_pixels=max_pixels)
-    return imaging.preprocess_array(gray, params), image_warnings(gray)
+    # one decode serves both the model input and the image-level guard (service/guard.py)
+    x, facts = guard.preprocess_inspected(data, params, max_pixels=max_pixels)
+    return x, guard.check(facts)
 
 
 def _preview(data: bytes, params: imaging.PreprocessParams, max_pixels: int) -> bytes:

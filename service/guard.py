@@ -30,7 +30,7 @@ SAMPLE_SIDE = 256  # the checks are global statistics: a strided sample measures
 
 COLOUR_IMAGE = "colour_image"
 EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
-NEAR_CONSTANT_IMAGE = "near_constant_image"
+NEAR_CONSTANT = "near_constant"
 NOISE_LIKE_IMAGE = "noise_like_image"
 
 
@@ -38,6 +38,8 @@ NOISE_LIKE_IMAGE = "noise_like_image"
 class ImageFacts:
     """What the checks measured on one decoded image."""
 
+    width: int  # decoded image, pixels
+    height: int
     colourfulness: float  # of the source before grey conversion; 0 for grey files
     aspect_ratio: float  # longer / shorter side of the content after border cropping
     contrast: float  # standard deviation of the content's grey levels
@@ -52,7 +54,8 @@ def measure(gray: npt.NDArray[np.uint8], colour: float,
     h, w = content.shape
     c = content.astype(np.float32)
     smooth = min(_correlation(c[:, :-1], c[:, 1:]), _correlation(c[:-1, :], c[1:, :]))
-    return ImageFacts(colourfulness=float(colour), aspect_ratio=max(h, w) / max(1, min(h, w)),
+    return ImageFacts(width=gray.shape[1], height=gray.shape[0], colourfulness=float(colour),
+                      aspect_ratio=max(h, w) / max(1, min(h, w)),
                       contrast=float(content.std()), smoothness=smooth)
 
 
@@ -72,10 +75,11 @@ def check(facts: ImageFacts) -> list[dict[str, str]]:
             f"grey, limit {MAX_COLOURFULNESS:.0f}); it may be a photograph or a chart, not an X-ray")})
     if facts.aspect_ratio > MAX_ASPECT_RATIO:
         found.append({"code": EXTREME_ASPECT_RATIO, "message": (
-            f"the image content is {facts.aspect_ratio:.1f} times longer than wide (chest X-rays "
-            f"are at most {MAX_ASPECT_RATIO:.0f}:1); it may be cropped or not a chest X-ray")})
+            f"image is {facts.width}×{facts.height} pixels and its content (black borders "
+            f"cropped) is {facts.aspect_ratio:.1f}:1; chest X-rays are at most "
+            f"{MAX_ASPECT_RATIO:.0f}:1, so it may be cropped or not a chest X-ray")})
     if facts.contrast < MIN_CONTRAST:
-        found.append({"code": NEAR_CONSTANT_IMAGE, "message": (
+        found.append({"code": NEAR_CONSTANT, "message": (
             f"the image is nearly uniform (grey-level spread {facts.contrast:.1f}; radiographs "
             f"have over {MIN_CONTRAST:.0f}); it may be blank or overexposed")})
     if facts.smoothness < MIN_NEIGHBOUR_CORRELATION:

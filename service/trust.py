@@ -13,26 +13,6 @@ AGE_DISPLAY_RANGE = (0.0, 120.0)
 UNUSUAL_INPUT = "unusual_input"
 
 
-ASPECT_LIMIT = 2.0  # chest radiographs are close to square; 2:1 is a strip, a page, a photo
-CONSTANT_SPREAD = 3.0  # grey-level standard deviation below which there is nothing to read
-
-
-def image_warnings(gray: npt.NDArray[np.uint8]) -> list[dict[str, str]]:
-    """Cheap checks on the decoded grey image: extreme aspect ratio, (nearly) uniform."""
-    warnings = []
-    h, w = gray.shape
-    ratio = max(h, w) / min(h, w)
-    if ratio > ASPECT_LIMIT:
-        warnings.append({"code": "extreme_aspect_ratio", "message": (
-            f"image is {w}×{h} pixels (aspect {ratio:.1f}:1); chest radiographs are close to "
-            "square")})
-    spread = float(gray[::4, ::4].std())  # a subsample is plenty for a spread estimate
-    if spread < CONSTANT_SPREAD:
-        warnings.append({"code": "near_constant", "message": (
-            f"image is nearly uniform (grey-level spread {spread:.1f}); there is nothing to read")})
-    return warnings
-
-
 @dataclass(frozen=True)
 class AgeInterval:
     """Split-conformal interval: age ± the card's residual quantile at a level."""

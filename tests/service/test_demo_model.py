@@ -74,4 +74,5 @@ def test_demo_model_trust_fields(serve, settings_for, demo) -> None:
     # 64 × 64: at the model's own size, so resizing does not average the noise away
     noise = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
     body = httpx.post(f"{srv.url}/v1/predict", content=encode(noise)).json()
-    assert [w["code"] for w in body["warnings"]] == ["unusual_input"]
+    # the image-level guard calls it noise too; the embedding guard must flag it on its own
+    assert "unusual_input" in [w["code"] for w in body["warnings"]]
