@@ -177,12 +177,20 @@ cmd, *args = sys.argv[1:]
 PY
 http() { python3 "$WORK/e2e_http.py" "$@"; }
 
-# A real image to post: a radiograph from the shared NIH sample, else a generated grey PNG.
+# A real image to post: a radiograph from the shared NIH sample, else a synthetic chest
+# radiograph from training/phantom.py (with the project's venv), else a plain generated PNG.
 pick_image() {
   if [ -n "${E2E_IMAGE:-}" ]; then echo "$E2E_IMAGE"; return; fi
   local nih
   nih=$(find "$ROOT/../shared/data/nih-cxr-1000/images" -name '*.png' 2>/dev/null | sort | head -1)
   if [ -n "$nih" ]; then echo "$nih"; return; fi
+  if [ -x "$ROOT/.venv/bin/python" ] && "$ROOT/.venv/bin/python" -c "
+import sys
+from training.phantom import generate_phantom, phantom_png
+open(sys.argv[1], 'wb').write(phantom_png(generate_phantom(seed=7, size=256)))
+" "$WORK/phantom.png" 2>/dev/null; then
+    echo "$WORK/phantom.png"; return
+  fi
   python3 - "$WORK/generated.png" <<'PY'
 import math, struct, sys, zlib
 w = h = 256  # a smooth grey "chest" blob: enough for the full decode → predict path
