@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks import ceiling, report
 from benchmarks.images import cached_pngs
-from benchmarks.payloads import multipart_body, oip_tensor_body
+from benchmarks.payloads import multipart_body, oip_tensor_body, raw_body
 from benchmarks.procs import ServerProcess, start_server
 from benchmarks.scenarios import run_level, soak
 from service.imaging import PreprocessParams, preprocess_bytes
@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             logger.info("  open loop %.0f/s offered: %.1f/s p50 %.1f p99 %.1f ms errors %s", rate,
                         row["throughput"], row["p50_ms"], row["p99_ms"], row["errors"] or 0)
+        # The same files as raw bodies: the difference is what multipart parsing costs.
+        sweep(server, "service raw body", "/v1/predict", big, [32],
+              body_list=[raw_body(b) for b in big_png])
         v2 = f"/v2/models/{card.get('name')}/infer"
         sweep(server, "service v2 tensor", v2, f"{size}px tensor", [1, 16, 32],
               body_list=tensors)

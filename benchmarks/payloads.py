@@ -37,6 +37,11 @@ def multipart_body(data: bytes, field: str = "file", filename: str = "image.png"
                 f"multipart/form-data; boundary={boundary}")
 
 
+def raw_body(data: bytes) -> Body:
+    """The file itself as the request body (the API's non-multipart form)."""
+    return Body(data, "image/png")
+
+
 def oip_tensor_body(x: npt.NDArray[np.float32], input_name: str = "image") -> Body:
     """An OIP v2 infer request carrying a pre-decoded FP32 tensor in the binary extension."""
     x = np.ascontiguousarray(x, dtype=np.float32)
