@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.deps import EngineDep, LifecycleDep
 from service.errors import BadRequest, ImageTooLarge, ServiceError, TooManyFiles
+from service.intervals import add_intervals, parse_levels
 from service.schemas import (
     BATCH_BODY,
     UPLOAD_BODY,
@@ -24,6 +25,10 @@ from service.uploads import MULTIPART_OVERHEAD, Upload, is_multipart, read_body,
 router = APIRouter()
 
 _UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 500, 503, 504)
+# More age-interval levels than the default 90 %: the card's levels, e.g. 0.8,0.9,0.95.
+IntervalsQuery = Annotated[str | None, Query(
+    description="extra age-interval levels from the model card, e.g. `0.8,0.9,0.95`; "
+                "answered as `age_intervals` {level: [low, high]}", examples=["0.8,0.9,0.95"])]
 
 
 async def read_one_file(request: Request, limit: int) -> bytes:
@@ -50,20 +55,24 @@ def _checked(part: Upload, limit: int) -> bytes:
 @router.post("/v1/predict", response_model=Prediction, openapi_extra=UPLOAD_BODY,
              response_model_exclude_none=True,
              responses=_UPLOAD_ERRORS, summary="Predict age and sex from one image")
-async def predict(request: Request, engine: EngineDep) -> dict[str, Any]:
+async def predict(request: Request, engine: EngineDep,
+                  intervals: IntervalsQuery = None) -> dict[str, Any]:
     """Age in years and P(male) for one chest X-ray (multipart `file` or the raw file as body)."""
     engine.check_ready()
+    levels = parse_levels(intervals, engine.interval)
     engine.check_capacity()
     data = await read_one_file(request, engine.settings.max_upload_bytes)
-    return await engine.predict_bytes(data)
+    return add_intervals(await engine.predict_bytes(data), engine.interval, levels)
 
 
 @router.post("/v1/predict/batch", response_model=BatchResponse, openapi_extra=BATCH_BODY,
              response_model_exclude_none=True,
              responses=error_responses(400, 413, 503), summary="Predict for many images")
-async def predict_batch(request: Request, engine: EngineDep) -> dict[str, Any]:
+async def predict_batch(request: Request, engine: EngineDep,
+                        intervals: IntervalsQuery = None) -> dict[str, Any]:
     """Up to MAX_BATCH_FILES images in field `files`; results in request order, errors per item."""
     engine.check_ready()
+    levels = parse_levels(intervals, engine.interval)
     settings = engine.settings
     if not is_multipart(request):
         raise BadRequest("send multipart/form-data with one or more 'files' fields")
@@ -92,7 +101,7 @@ async def predict_batch(request: Request, engine: EngineDep) -> dict[str, Any]:
             return {**item, "ok": False, "error": {"status": exc.status_code, "code": exc.code,
                                                     "message": exc.message}}
         body.pop("model")
-        return {**item, "ok": True, **body}
+        return {**item, "ok": True, **add_intervals(body, engine.interval, levels)}
 
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(files)))
     return {"model": engine.model_ref, "results": results}
@@ -101,11 +110,13 @@ async def predict_batch(request: Request, engine: EngineDep) -> dict[str, Any]:
 @router.post("/v1/explain", response_model=Explanation, openapi_extra=UPLOAD_BODY,
              response_model_exclude_none=True, responses=_UPLOAD_ERRORS,
              summary="Where the model looked (occlusion sensitivity)")
-async def explain(request: Request, engine: EngineDep) -> dict[str, Any]:
+async def explain(request: Request, engine: EngineDep,
+                  intervals: IntervalsQuery = None) -> dict[str, Any]:
     """Grey out each patch of a grid in turn (one batch, below single predictions in priority)."""
     engine.check_ready()
+    levels = parse_levels(intervals, engine.interval)
     data = await read_one_file(request, engine.settings.max_upload_bytes)
-    return await engine.explain_bytes(data)
+    return add_intervals(await engine.explain_bytes(data), engine.interval, levels)
 
 
 @router.post("/v1/preview", openapi_extra=UPLOAD_BODY, response_class=Response,

@@ -43,6 +43,9 @@ class Prediction(BaseModel):
     age_interval_90: list[float] | None = Field(
         None, min_length=2, max_length=2,
         description="[low, high] years: 90 % split-conformal interval (when the card has one).")
+    age_intervals: dict[str, list[float]] | None = Field(
+        None, description="{level: [low, high]} for the levels asked for with `?intervals=`.",
+        examples=[{"0.8": [41.0, 67.4], "0.95": [30.1, 78.3]}])
     model: ModelRef
     timings_ms: Timings
     warnings: list[InputWarning] = []
@@ -57,6 +60,7 @@ class Explanation(BaseModel):
     sex: Literal["female", "male"]
     p_male: float
     age_interval_90: list[float] | None = None
+    age_intervals: dict[str, list[float]] | None = None
     warnings: list[InputWarning] = []
     model: ModelRef
     grid: int = Field(description="patches per side", examples=[8])
@@ -87,6 +91,7 @@ class BatchItem(BaseModel):
     sex: Literal["female", "male"] | None = None
     p_male: float | None = None
     age_interval_90: list[float] | None = None
+    age_intervals: dict[str, list[float]] | None = None
     timings_ms: Timings | None = None
     warnings: list[InputWarning] = []
     error: ItemError | None = None

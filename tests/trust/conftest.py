@@ -1,0 +1,73 @@
+"""Fixtures: the committed demo model served by a real uvicorn server, and the NIH sample."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.settings import Settings
+from tests.service.conftest import RunningServer
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+NIH = REPO.parent / "shared" / "data" / "nih-cxr-1000"
+
+
+def demo_settings(model_dir: Path = MODELS, **overrides: object) -> Settings:
+    """Settings for a small test server on loopback."""
+    base = {"model_dir": model_dir, "host": "127.0.0.1", "port": 0, "preprocess_threads": 2,
+            "ort_intra_op_threads": 1, "drain_timeout_s": 5}
+    return Settings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def card() -> dict:
+    """The committed model card."""
+    return json.loads((MODELS / "model.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def nih() -> Path:
+    if not (NIH / "labels.csv").is_file():
+        pytest.skip(f"the NIH sample is not at {NIH}")
+    return NIH
+
+
+@pytest.fixture(scope="module")
+def demo_url() -> Iterator[str]:
+    """The API on the committed model (module-wide: starting ORT costs a second)."""
+    server = RunningServer(demo_settings()).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def serve_demo() -> Iterator[Callable[..., RunningServer]]:
+    """Factory: a server on a model directory with Settings overrides; stopped after the test."""
+    servers: list[RunningServer] = []
+
+    def start(model_dir: Path = MODELS, **overrides: object) -> RunningServer:
+        server = RunningServer(demo_settings(model_dir, **overrides)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def predict_many(url: str, blobs: list[tuple[str, bytes]], query: str = "") -> list[dict]:
+    """Batch predictions, 32 files per request, in order."""
+    results = []
+    for i in range(0, len(blobs), 32):
+        files = [("files", item) for item in blobs[i:i + 32]]
+        r = httpx.post(f"{url}/v1/predict/batch{query}", files=files, timeout=60)
+        assert r.status_code == 200, r.text
+        results += r.json()["results"]
+    return results
