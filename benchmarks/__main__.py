@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="closed-loop levels, e.g. 1,4,16,32,64")
     p.add_argument("--soak", type=int, help="requests in the RSS soak (default 10000; quick 2000)")
     p.add_argument("--no-seed", action="store_true", help="skip the Flask + Keras baseline")
+    p.add_argument("--int8-dir", type=Path, default=Path("results/int8"),
+                   help="also load-test the INT8 model here if present (python -m benchmarks.quantize)")
     p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the service under test (repeatable)")
     return p.parse_args(argv)
@@ -169,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
             sweep(server, "service batch=1", "/v1/predict", name, [1, 32] if quick else [1, 16, 32])
     finally:
         server.stop()
+
+    if (args.int8_dir / "model.onnx").is_file():
+        logger.info("service with the INT8 model (%s)", args.int8_dir)
+        int8_env = {**model_env, "MODEL_DIR": str(args.int8_dir.resolve())}
+        server = start_server("service-int8", "service", int8_env, "/readyz", logs)
+        try:
+            for name in images:
+                sweep(server, "service INT8", "/v1/predict", name, [1, 32])
+        finally:
+            server.stop()
 
     if not args.no_seed:
         ckpt = find_checkpoint(size)
