@@ -11,6 +11,8 @@ import pytest
 
 from service.settings import Settings
 from tests.service.conftest import RunningServer
+from training.data import read_nih
+from training.splits import split_records
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -35,6 +37,21 @@ def nih() -> Path:
     if not (NIH / "labels.csv").is_file():
         pytest.skip(f"the NIH sample is not at {NIH}")
     return NIH
+
+
+# make demo-model: --val-fraction 0.2 --test-fraction 0.2, seed 0 (the card's `split` says so)
+VAL_FRACTION, TEST_FRACTION, SEED = 0.2, 0.2, 0
+
+
+@pytest.fixture(scope="session")
+def test_split(nih: Path, card: dict) -> list:
+    """The demo model's test split, rebuilt from the dataset exactly as training drew it."""
+    records = read_nih(nih).records
+    names, rule = split_records(records, VAL_FRACTION, TEST_FRACTION, SEED)
+    assert rule.split(",")[0] in card["training_data"]["split"]
+    test = [r for r, n in zip(records, names, strict=True) if n == "test"]
+    assert len(test) == card["training_data"]["images"]["test"]
+    return test
 
 
 @pytest.fixture(scope="module")

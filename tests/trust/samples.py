@@ -67,7 +67,7 @@ def blank(level: int, size: tuple[int, int] = (300, 300)) -> bytes:
 
 
 def strip(seed: int) -> bytes:
-    """A chest-like texture in a 4:1 strip (a cropped band, not a whole chest)."""
-    rng = np.random.default_rng(seed)
-    band = np.clip(rng.normal(120, 40, (100, 400)), 0, 255).astype(np.uint8)
-    return png(Image.fromarray(band).filter(ImageFilter.GaussianBlur(3)))
+    """A band across a synthetic chest, 4:1: anatomy, but not a whole chest film."""
+    from training.phantom import generate_phantom
+
+    return png(Image.fromarray(generate_phantom(seed, 256).image[96:160]))

@@ -7,24 +7,8 @@ import numpy as np
 import pytest
 
 from service.trust import AgeInterval
-from training.data import read_nih
-from training.splits import split_records
 
 from .conftest import predict_many
-
-# make demo-model: --val-fraction 0.2 --test-fraction 0.2, seed 0 (the card's `split` says so)
-VAL_FRACTION, TEST_FRACTION, SEED = 0.2, 0.2, 0
-
-
-@pytest.fixture(scope="module")
-def test_split(nih, card):
-    """The demo model's test split, rebuilt from the dataset exactly as training drew it."""
-    records = read_nih(nih).records
-    names, rule = split_records(records, VAL_FRACTION, TEST_FRACTION, SEED)
-    assert rule.split(",")[0] in card["training_data"]["split"]
-    test = [r for r, n in zip(records, names, strict=True) if n == "test"]
-    assert len(test) == card["training_data"]["images"]["test"]
-    return test
 
 
 def test_every_prediction_has_the_card_interval(demo_url, card, nih) -> None:
