@@ -152,6 +152,9 @@ build_image() {
 
 main() {
   local targets=("$@") base t
+  # One build at a time on this engine: two runs would race for the same tags and caches.
+  exec 9>"${TMPDIR:-/tmp}/cxr-offline-images.lock"
+  flock 9
   [ ${#targets[@]} -gt 0 ] || targets=(serve web train)
   case "${targets[*]}" in
     base) resolve_base; return ;;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -97,3 +98,28 @@ def test_e2e_skips_cleanly_without_a_docker_engine(tmp_path: Path) -> None:
                             text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SKIP" in result.stdout
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/cxr-api.json").read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_dashboard_queries_use_metrics_the_service_declares() -> None:
+    declared = set(re.findall(r'"(cxr_[a-z_]+)"', (ROOT / "service/metrics.py").read_text()))
+    suffixes = ("_bucket", "_sum", "_count")
+    for expr in dashboard_queries():
+        for name in re.findall(r"\bcxr_[a-z_]+", expr):
+            base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
+            assert base in declared or name in declared, f"{name} in {expr!r}"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    # promtool parses expressions only inside rule files: wrap each query in a recording rule
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(dashboard_queries())]}]}
+    path = tmp_path / "rules.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
