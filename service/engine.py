@@ -208,6 +208,8 @@ class Engine:
                 "delta_p_male": np.round(delta_p, 5).tolist(),
                 "overlay_age_png": base64.b64encode(overlays[0]).decode(),
                 "overlay_p_male_png": base64.b64encode(overlays[1]).decode(),
+                "legend": explain.legend(delta_age, delta_p),
+                "batch_size": result.batch_size,  # grid² + 1 variants went through as one batch
                 "timings_ms": {"preprocess": round(pre_s * 1000, 3),
                                "queue": round(result.queue_s * 1000, 3),
                                "inference": round(result.compute_s * 1000, 3),

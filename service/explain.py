@@ -38,6 +38,19 @@ def sensitivity(values: npt.NDArray[np.float32], grid: int) -> npt.NDArray[np.fl
     return (flat[1:] - flat[0]).reshape(grid, grid)
 
 
+def legend(delta_age: npt.NDArray[np.float64], delta_p: npt.NDArray[np.float64]) -> dict[str, str]:
+    """How to read the two overlays, with the size of the strongest colour in each."""
+    how = ("each of the {n}×{n} patches was replaced by the image's mean grey in turn; red = "
+           "hiding it raised {what}, blue = lowered it; the strongest colour is a change of {peak}. "
+           "Colour marks where the prediction depends on the image, not findings")
+    n = delta_age.shape[0]
+    return {
+        "age": how.format(n=n, what="the predicted age",
+                          peak=f"{float(np.abs(delta_age).max()):.2f} years"),
+        "p_male": how.format(n=n, what="P(male)", peak=f"{float(np.abs(delta_p).max()):.4f}"),
+    }
+
+
 def overlay_png(gray: npt.NDArray[np.float32], delta: npt.NDArray[np.float64]) -> bytes:
     """Heat map over the preprocessed image: red where occlusion raised the output, blue where it
     lowered it, opacity ∝ |change| relative to the largest change."""

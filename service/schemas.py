@@ -70,6 +70,10 @@ class Explanation(BaseModel):
     delta_p_male: list[list[float]] = Field(description="grid×grid: change of P(male)")
     overlay_age_png: str = Field(description="base64 PNG: red = occlusion raised age, blue = lowered")
     overlay_p_male_png: str = Field(description="base64 PNG, same for P(male)")
+    legend: dict[str, str] = Field(description="how to read each overlay (keys age, p_male)")
+    batch_size: int = Field(description="rows of the ONNX Runtime batch that computed this "
+                                        "(grid² + 1, plus any requests that shared it)",
+                            examples=[65])
     timings_ms: Timings
 
 
