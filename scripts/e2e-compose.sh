@@ -172,8 +172,29 @@ def card_sha(url, model_file):
         fail(f"api serves sha256 {card.get('sha256')}, trained model is {want}")
     print(f"api serves the trained model {card.get('name')} {card.get('version')} ({want[:12]}…)")
 
+def form(web, image):
+    # the browser's path: the page sets a session cookie and embeds its CSRF token in the form
+    import http.cookiejar, re
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = opener.open(web + "/", timeout=30).read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    if not token:
+        fail("no csrf_token field in the upload page")
+    b = uuid.uuid4().hex
+    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token.group(1)}\r\n"
+            f"--{b}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"xray.png\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + open(image, "rb").read() \
+        + f"\r\n--{b}--\r\n".encode()
+    req = urllib.request.Request(web + "/predict", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+    html = opener.open(req, timeout=60).read().decode()
+    ages = re.findall(r'class="age(?:-value)?">\s*([^<]*\d[^<]*)<', html)
+    if not ages:
+        fail(f"no estimated age in the results page: {html[:400]!r}")
+    print(f"results page shows estimated age {ages[0].strip()!r}")
+
 cmd, *args = sys.argv[1:]
-{"predict": predict, "status": status, "metrics": metrics, "card_sha": card_sha}[cmd](*args)
+{"predict": predict, "status": status, "metrics": metrics, "card_sha": card_sha, "form": form}[cmd](*args)
 PY
 http() { python3 "$WORK/e2e_http.py" "$@"; }
 
@@ -276,6 +297,7 @@ check "api refuses a text file named .png with 415" \
 check "api /v1/models serves the demo model card" http status GET "$API/v1/models" 200
 check "web page / answers" http status GET "$WEB/" 200
 check "web JSON proxy /api/predict → api" http predict "$WEB/api/predict" "$IMAGE" "$SECRET_NAME"
+check "web form upload with the page's CSRF token → results page" http form "$WEB" "$IMAGE"
 check "web form post without CSRF token is refused" \
   http status POST "$WEB/predict" 400 "" "x" application/x-www-form-urlencoded
 check "api /metrics counts the predictions" \
