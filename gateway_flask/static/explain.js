@@ -47,10 +47,12 @@
     var cap = el("figcaption");
     cap.appendChild(el("strong", null, map.title));
     var legend = el("span", "explain-legend");
-    legend.appendChild(el("span", "swatch swatch-down", ""));
-    legend.appendChild(el("span", null, "hiding the patch made it " + map.down));
-    legend.appendChild(el("span", "swatch swatch-up", ""));
-    legend.appendChild(el("span", null, "made it " + map.up));
+    [["down", "hiding the patch made it " + map.down], ["up", "made it " + map.up]].forEach(function (item) {
+      var row = el("span", "legend-item");
+      row.appendChild(el("span", "swatch swatch-" + item[0], ""));
+      row.appendChild(el("span", null, item[1]));
+      legend.appendChild(row);
+    });
     cap.appendChild(legend);
     cap.appendChild(el("span", "explain-scale",
       "Strongest colour = a change of " + largest + map.unit + "."));
