@@ -57,12 +57,18 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 pytest.fail(f"service exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", headers=self.auth, timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         pytest.fail(f"service not ready after {timeout_s} s:\n{self.log_text()[-3000:]}")
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers carrying the first configured API key (none when auth is off)."""
+        keys = [k.strip() for k in self.env.get("API_KEYS", "").split(",") if k.strip()]
+        return {"X-API-Key": keys[0]} if keys else {}
 
     @property
     def pid(self) -> int:
@@ -99,9 +105,16 @@ def faulty_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_logs() -> list[Path]:
-    """Every service log written by these tests (scanned as a whole by test_logs.py)."""
-    return []
+def service_logs() -> Iterator[list[Path]]:
+    """Every service log these tests write; at the end of the run all of them are scanned, as a
+    whole, for the client file name every upload carried (an error at teardown if found)."""
+    logs: list[Path] = []
+    yield logs
+    text = "".join(p.read_text(errors="replace") for p in logs if p.exists())
+    print(f"\nservice logs scanned: {len(logs)} files, {len(text)} characters, "
+          f"{text.count(chr(10))} lines; client file name found {text.count(SECRET_NAME)} times")
+    assert SECRET_NAME not in text
+    assert SECRET_NAME.split("_")[1] not in text  # not even a fragment of it ("Jane")
 
 
 @pytest.fixture
