@@ -14,6 +14,7 @@ from service.deps import EngineDep, LifecycleDep
 from service.engine import Engine
 from service.errors import BadRequest, ModelNotFound, ServiceError
 from service.model import ORT_TO_NUMPY
+from service.oip_trust import trust_output_metadata, trust_outputs
 from service.schemas import error_responses
 from service.uploads import read_body
 
@@ -59,6 +60,7 @@ async def model_metadata(name: str, engine: EngineDep, version: str | None = Non
     outputs = [{"name": o.name, "datatype": oip.NUMPY_TO_OIP.get(ORT_TO_NUMPY.get(o.type, ""), "FP32"),
                 "shape": [-1 if not isinstance(d, int) else d for d in o.shape]}
         for o in m.session.get_outputs()]
+    outputs += trust_output_metadata(engine.interval, engine.guard, m.output_names)
     return {"name": m.name, "versions": [m.version], "platform": "onnxruntime_onnx",
             "inputs": [{"name": m.input_name, "datatype": "FP32", "shape": [-1, *m.input_shape]},
                        {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]}],
@@ -93,6 +95,7 @@ async def infer(name: str, request: Request, engine: EngineDep, version: str | N
     with engine.admit(max(1, rows)) as deadline:
         x = await _input_tensor(engine, req.inputs[0])
         outputs = await _run_chunked(engine, x, deadline)
+    outputs = {**outputs, **trust_outputs(engine.interval, engine.guard, outputs)}
     wanted = _select_outputs(req, list(outputs))
     selected = {n: outputs[n] for n in wanted}
     binary = {n for n in wanted if req.binary_output} | {
