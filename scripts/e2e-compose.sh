@@ -315,10 +315,10 @@ check "no client file name in the logs" no_name_in_logs
 
 # ---- 3. the train profile: a tiny phantom run, exported to ONNX + card ----
 train_smoke() {
+  # bare flags: the image's entry point trains into --run-dir, then exports to /models
   MODELS_DIR=$WORK/models RUNS_DIR=$WORK/runs compose --profile train run --rm -T train \
-    train --format phantom --n 64 --epochs 1 --image-size 64 --batch-size 16 --run-dir /out/smoke \
-    && MODELS_DIR=$WORK/models RUNS_DIR=$WORK/runs compose --profile train run --rm -T train \
-      export --run-dir /out/smoke --out /models \
+    --format phantom --n 64 --epochs 1 --image-size 64 --batch-size 16 --run-dir /out/smoke \
+    && [ -f "$WORK/runs/smoke/config.json" ] \
     && MODELS_DIR=$WORK/models RUNS_DIR=$WORK/runs compose --profile train run --rm -T \
       --entrypoint python train -c "
 import hashlib, json, onnx

@@ -115,7 +115,7 @@ fill_wheelhouse() {
 declare -A CONTEXT=(
   [serve]="Dockerfile.serve requirements service models"
   [web]="gateway_flask requirements"
-  [train]="Dockerfile.train requirements service training"
+  [train]="Dockerfile.train requirements service training deploy/train-entrypoint.sh"
 )
 
 # Streams the image's small context as a tar: the wheelhouse appears in it as .ctx-wheels/.
