@@ -202,7 +202,10 @@ class Engine:
         finally:
             self._explaining -= 1
         first = {name: value[:1] for name, value in result.outputs.items()}
-        return {**self.describe(first, 0, warnings), "model": self.model_ref, "grid": grid,
+        body = self.describe(first, 0, warnings)
+        if body["warnings"] and self.settings.strict_input_guard:  # same rule as /v1/predict
+            raise InputRejected(f"{body['warnings'][0]['message']} (STRICT_INPUT_GUARD is on)")
+        return {**body, "model": self.model_ref, "grid": grid,
                 "patch_px": self.model.params.size // grid,
                 "delta_age": np.round(delta_age, 4).tolist(),
                 "delta_p_male": np.round(delta_p, 5).tolist(),

@@ -76,6 +76,8 @@ def test_strict_guard_refuses_flagged_images_with_422(serve_demo, nih) -> None:
         r = httpx.post(f"{srv.url}/v1/predict", content=blobs[0])
         assert r.status_code == 422, (kind, r.text)
         assert r.json()["code"] == "input_guard" and "STRICT_INPUT_GUARD" in r.json()["detail"]
+    explained = httpx.post(f"{srv.url}/v1/explain", content=samples.blank(0), timeout=60)
+    assert explained.status_code == 422 and explained.json()["code"] == "input_guard"
     batch = httpx.post(f"{srv.url}/v1/predict/batch", files=[
         ("files", ("photo.jpg", samples.colour_photograph(0))),
         ("files", ("chest.png", next((nih / "images").glob("*.png")).read_bytes()))]).json()
