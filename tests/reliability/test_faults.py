@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import socket
 import time
 
 import httpx
@@ -56,6 +57,27 @@ def test_sigterm_under_load_answers_everything_accepted_and_exits_0(start_servic
     assert tally.statuses() == {200: tally.sent}, tally.summary()
     assert code == 0
     assert "draining" in svc.log_text()
+
+
+def test_many_stalled_uploads_hold_no_queue_slots_and_block_nobody(start_service) -> None:
+    svc = start_service(MAX_QUEUE="4")
+    image = encode(xray(seed=3), "PNG")
+    host, port = svc.url.removeprefix("http://").split(":")
+    stalled = []
+    try:
+        for _ in range(32):  # 8× MAX_QUEUE clients announce 1 MB, send 1 KB, then stall
+            conn = socket.create_connection((host, int(port)))
+            conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: 1000000\r\n\r\n" + image[:1024])
+            stalled.append(conn)
+        with httpx.Client(base_url=svc.url, timeout=10) as client:
+            statuses = [client.post("/v1/predict", content=image).status_code for _ in range(8)]
+            assert statuses == [200] * 8  # a queue of 4 is not taken by 32 half-sent uploads
+            assert client.get("/readyz").status_code == 200
+    finally:
+        for conn in stalled:
+            conn.close()
+    assert httpx.post(f"{svc.url}/v1/predict", content=image).status_code == 200
 
 
 def test_ort_failing_for_some_batches_fails_only_those(start_service, faulty_tiny_model_dir) -> None:
