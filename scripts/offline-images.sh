@@ -133,7 +133,7 @@ build_image() {
   # The classic builder (no BuildKit/buildx needed) with a context streamed on stdin: only this
   # image's files, and its wheels, which the Dockerfile COPYs into the `deps` stage alone.
   if ! out=$(context_tar "$target" | DOCKER_BUILDKIT=0 docker build \
-      -f "${DOCKERFILE[$target]}" -t "$tag" \
+      --force-rm -f "${DOCKERFILE[$target]}" -t "$tag" \
       --build-arg "BASE_IMAGE=$base" \
       --build-arg "WHEELHOUSE=.ctx-wheels" \
       --build-arg "PIP_ARGS=--no-index --find-links /tmp/wheels" \
