@@ -231,11 +231,12 @@ wait_healthy() {
     ids=$(compose ps -q "$@")
     all=1
     for id in $ids; do
-      st=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
+      # a crash-looping container (restart policy) counts as failed at once, not after the timeout
+      st=$(docker inspect -f '{{if gt .RestartCount 0}}restarted{{else if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
       case $st in
         healthy) ;;
-        unhealthy|exited|dead) echo "container $(docker inspect -f '{{.Name}}' "$id") is $st"
-                               docker logs --tail 40 "$id" 2>&1; return 1 ;;
+        unhealthy|exited|dead|restarted) echo "container $(docker inspect -f '{{.Name}}' "$id") $st"
+                                         docker logs --tail 40 "$id" 2>&1; return 1 ;;
         *) all=0 ;;
       esac
     done
