@@ -21,6 +21,7 @@ from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, MetricsMiddleware
 from service.model import ModelMismatch, load_model
 from service.settings import Settings, load_settings
+from service.upload_timeout import UploadIdleTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -108,5 +109,6 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
                            open_paths=settings.auth_open_paths, metrics=metrics)
+    app.add_middleware(UploadIdleTimeout, idle_s=settings.upload_idle_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

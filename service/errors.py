@@ -91,6 +91,13 @@ class TooManyFiles(ServiceError):
     code = "too_many_files"
 
 
+class UploadStalled(ServiceError):
+    """The client stopped sending its upload for longer than UPLOAD_IDLE_TIMEOUT_S."""
+
+    status_code = 408
+    code = "upload_timeout"
+
+
 class Unauthorized(ServiceError):
     """Missing or wrong API key (the message never says which)."""
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     max_concurrent_batches: int = Field(1, ge=1, le=64)
     drain_timeout_s: float = Field(30.0, ge=0)
     shutdown_grace_s: float = Field(0.0, ge=0)  # keep answering (readiness 503) before closing
+    upload_idle_timeout_s: float = Field(30.0, gt=0)  # an upload silent this long gets 408
     explain_grid: int = Field(8, ge=2, le=32)  # occlusion patches per side for /v1/explain
     explain_concurrency: int = Field(1, ge=1, le=16)  # explanations running at once; more → 429
     strict_input_guard: bool = False  # True: a flagged input is refused (422), not just warned

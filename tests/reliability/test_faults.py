@@ -80,6 +80,29 @@ def test_many_stalled_uploads_hold_no_queue_slots_and_block_nobody(start_service
     assert httpx.post(f"{svc.url}/v1/predict", content=image).status_code == 200
 
 
+def test_a_stalled_upload_gets_408_and_its_connection_closed(start_service) -> None:
+    svc = start_service(UPLOAD_IDLE_TIMEOUT_S="1")
+    image = encode(xray(seed=4), "PNG")
+    host, port = svc.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(image) + image[:1000])
+        answer = b""
+        while chunk := conn.recv(65536):  # read until the server closes the connection
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert b"connection: close" in head.lower()
+    assert b"UPLOAD_IDLE_TIMEOUT_S" in body and b"upload_timeout" in body
+
+    def steady():  # slow but never silent for a whole second: it must get through
+        for i in range(0, len(image), len(image) // 6 + 1):
+            time.sleep(0.3)
+            yield image[i:i + len(image) // 6 + 1]
+    r = httpx.post(f"{svc.url}/v1/predict", content=steady(), timeout=30)
+    assert r.status_code == 200, r.text
+
+
 def test_ort_failing_for_some_batches_fails_only_those(start_service, faulty_tiny_model_dir) -> None:
     # the faulty model raises inside ORT for any batch holding a very bright image
     svc = start_service(MODEL_DIR=str(faulty_tiny_model_dir), MAX_BATCH_SIZE="4",
