@@ -83,8 +83,9 @@ def phantom_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = run_cli("export", "--run-dir", str(run_dir), "--out", str(run_dir / "models"))
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((run_dir / "models" / "model.json").read_text())["metrics"]["test"]
-    # the overlap claim below is only meaningful for a model that learned the cues
-    assert metrics["sex_auc"] > 0.9 and metrics["age_r2"] > 0.3, metrics
+    # The overlap claim below is only meaningful for a model that learned the cues (the
+    # phantom's sex cue overlaps between the sexes on purpose, so AUC stays below 1).
+    assert metrics["sex_auc"] > 0.75 and metrics["age_r2"] > 0.3, metrics
     return run_dir / "models"
 
 
@@ -102,7 +103,7 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 @pytest.mark.parametrize("cue, output, top, male", [
     # age: spine, ribs and aortic-arch calcification, in every phantom
     ("age", "delta_age", 8, None),
-    # sex: breast shadows, drawn in female phantoms (a male phantom is the cue's absence)
+    # sex: soft-tissue shadows over the lower lung fields, bright in female phantoms
     ("sex", "delta_p_male", 4, False),
 ])
 def test_hottest_patches_lie_on_the_phantom_cues(serve_demo, phantom_models, cue, output, top,
