@@ -24,7 +24,7 @@ from service.uploads import MULTIPART_OVERHEAD, Upload, is_multipart, read_body,
 
 router = APIRouter()
 
-_UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 500, 503, 504)
+_UPLOAD_ERRORS = error_responses(400, 408, 413, 415, 422, 429, 500, 503, 504)
 # More age-interval levels than the default 90 %: the card's levels, e.g. 0.8,0.9,0.95.
 IntervalsQuery = Annotated[str | None, Query(
     description="extra age-interval levels from the model card, e.g. `0.8,0.9,0.95`; "
@@ -67,7 +67,7 @@ async def predict(request: Request, engine: EngineDep,
 
 @router.post("/v1/predict/batch", response_model=BatchResponse, openapi_extra=BATCH_BODY,
              response_model_exclude_none=True,
-             responses=error_responses(400, 413, 503), summary="Predict for many images")
+             responses=error_responses(400, 408, 413, 503), summary="Predict for many images")
 async def predict_batch(request: Request, engine: EngineDep,
                         intervals: IntervalsQuery = None) -> dict[str, Any]:
     """Up to MAX_BATCH_FILES images in field `files`; results in request order, errors per item."""
@@ -121,7 +121,7 @@ async def explain(request: Request, engine: EngineDep,
 
 @router.post("/v1/preview", openapi_extra=UPLOAD_BODY, response_class=Response,
              responses={200: {"content": {"image/png": {}}, "description": "cleaned grey PNG"},
-                        **error_responses(400, 413, 415, 422, 429, 503)},
+                        **error_responses(400, 408, 413, 415, 422, 429, 503)},
              summary="The cleaned image the model sees, as PNG")
 async def preview(request: Request, engine: EngineDep) -> Response:
     """Borders cropped, grey, longer side ≤ 256 px (thumbnails of DICOM/TIFF for the web app)."""
