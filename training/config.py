@@ -28,7 +28,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    age_loss: str = "huber"  # huber|mae; Huber is MAE-like for outliers but smooth near zero
+    age_loss: str = "mae"  # mae|huber; MAE is the metric we report; Huber is smooth near zero
     huber_delta: float = 5.0  # years
     patience: int = 15  # early stopping on validation loss
     lr_schedule: str = "cosine"  # cosine (smooth decay to ~0: late epochs are stable) | plateau

@@ -7,9 +7,9 @@ learns without real patient data. Deterministic by seed; any size from 64 to 102
 Where the cues live (and `PhantomSample.age_mask` / `.sex_mask` say so pixel by pixel):
 - age: the spine and the ribs get thinner and darker with age (bone density), calcified dots
   appear along the aortic arch after ~50 years, and the heart widens a little;
-- sex: female phantoms carry two bright breast shadows over the lower lateral lung fields, and
-  male thoraces are wider.
-Nuisances that carry no label: position/scale jitter, exposure, contrast, blur and noise.
+- sex: female phantoms carry two bright breast shadows over the lower lateral lung fields, male
+  ones faint pectoral shadows (the strengths overlap a little).
+Nuisances that carry no label: thorax width, position/scale jitter, exposure, contrast, blur, noise.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def render_phantom(age: float, male: bool, size: int, rng: np.random.Generator) 
     y = (coords[:, None] - dy) / scale
     x, y = np.broadcast_to(x, (size, size)), np.broadcast_to(y, (size, size))
 
-    width = (0.80 if male else 0.70) + rng.normal(0, 0.02)
+    # Thorax width is a nuisance, not a sex cue: it moves lungs and ribs everywhere, and a cue
+    # spread over the whole image could not be localised by occlusion maps (issue 8).
+    width = 0.75 + rng.normal(0, 0.03)
     img = np.full((size, size), 25.0, dtype=np.float32)
     thorax = _soft(_ellipse(x, y, 0.0, 0.10, width, 0.95))
     img += 95.0 * thorax
@@ -105,16 +107,16 @@ def render_phantom(age: float, male: bool, size: int, rng: np.random.Generator) 
     for side in (-1.0, 1.0):
         clav = np.abs(y - (-0.72 + 0.10 * np.abs(x))) < 0.03
         img += 40.0 * (clav & (side * x > 0.05) & (side * x < 0.6))
-    # Breast shadows over the lower lateral lung fields: the sex cue.
+    # Soft-tissue shadows over the lower lateral lung fields: the only sex cue. Breasts (female)
+    # are bright, pectoral tissue (male) faint; the ranges overlap on purpose, so a phantom model
+    # stays unsure on some images instead of saturating P(male) at 0/1.
+    u = rng.random()  # drawn for both sexes: same seed, same nuisances
+    strength = 0.2 + 0.8 * u if not male else 0.4 * u
     for side in (-1.0, 1.0):
         region = _ellipse(x, y, side * 0.42 * width / 0.75, 0.50, 0.26, 0.22)
-        size_f = 0.85 + 0.3 * rng.random()  # drawn for both sexes: same seed, same nuisances
-        if not male:
-            img += 55.0 * size_f * _soft(region / size_f**2)
+        size_f = 0.85 + 0.3 * rng.random()
+        img += 60.0 * strength * size_f * _soft(region / size_f**2)
         sex_mask |= region < 1.4
-    # The thorax edge carries the width difference.
-    edge = np.abs(_ellipse(x, y, 0.0, 0.10, 0.75, 0.95) - 1.0) < 0.25
-    sex_mask |= edge & (np.abs(y) < 0.8)
 
     # Exposure, contrast, blur and quantum noise: nuisances.
     img = (img - 60.0) * rng.uniform(0.85, 1.15) + 60.0 + rng.normal(0, 6)

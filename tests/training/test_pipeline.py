@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 
 from service.imaging import PreprocessParams, preprocess_bytes
+from training.metrics import roc_auc
 from training.phantom import generate_phantom, phantom_png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,33 @@ def test_exported_onnx_predicts_fresh_phantoms(run):
     true_age = np.array([s.age for s in samples])
     male = np.array([s.male for s in samples])
     assert np.corrcoef(age, true_age)[0, 1] > 0.6
-    assert p[male].mean() - p[~male].mean() > 0.5
+    assert roc_auc(male, p) > 0.8
+
+
+def test_occlusion_finds_the_phantom_cues(run):
+    """The phantom knows where its cues are; the model's most sensitive patches must lie there."""
+    session = ort.InferenceSession(str(run / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
+    grid, patch = 8, 8
+    share = {"age": [], "sex": []}
+    for i in range(12):
+        sample = generate_phantom(20_000 + i, 64)
+        x = preprocess_bytes(phantom_png(sample), PreprocessParams(size=64))
+        batch = [x]
+        for r in range(grid):
+            for c in range(grid):
+                occluded = x.copy()
+                occluded[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = x.mean()
+                batch.append(occluded)
+        out = dict(zip([o.name for o in session.get_outputs()],
+                       session.run(None, {"image": np.stack(batch)}), strict=True))
+        for key, output, mask in (("age", "age", sample.age_mask), ("sex", "p_male", sample.sex_mask)):
+            change = np.abs(out[output][1:, 0] - out[output][0, 0])
+            in_mask = mask.reshape(grid, patch, grid, patch).mean(axis=(1, 3)).ravel()
+            top = np.argsort(change)[::-1][:6]
+            share[key].append((in_mask[top].mean(), in_mask.mean()))
+    for key, values in share.items():
+        hot, chance = np.mean(values, axis=0)
+        assert hot > 1.5 * chance, (key, hot, chance)
 
 
 def test_evaluate_reproduces_the_training_metrics(run):
