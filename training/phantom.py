@@ -167,7 +167,7 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int = 64, seed: int
 def phantom_dicom(sample: PhantomSample, *, bits: int = 16, monochrome1: bool = False,
                   window: tuple[float, float] | None = None, slope: float = 1.0, intercept: float = 0.0,
                   patient_age: str | None = None, patient_sex: str | None = None,
-                  patient_id: str = "PHANTOM") -> bytes:
+                  patient_id: str | None = None) -> bytes:
     """Encode a phantom as an uncompressed DICOM file (what hospitals send) with label tags."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -184,7 +184,9 @@ def phantom_dicom(sample: PhantomSample, *, bits: int = 16, monochrome1: bool = 
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "OT", patient_id
+    ds.Modality = "OT"
+    if patient_id is not None:  # without one, a folder of phantoms is split stratified, not by patient
+        ds.PatientID = patient_id
     ds.PatientAge = patient_age if patient_age is not None else f"{int(sample.age):03d}Y"
     ds.PatientSex = patient_sex if patient_sex is not None else ("M" if sample.male else "F")
     ds.Rows, ds.Columns = pixels.shape

@@ -82,14 +82,16 @@ def test_generic_csv_and_unreadable_image_is_skipped(tmp_path, caplog):
 
 def test_dicom_folder_labels_from_tags(tmp_path):
     s1, s2 = generate_phantom(1, 64), generate_phantom(2, 64)
-    (tmp_path / "a.dcm").write_bytes(phantom_dicom(s1, bits=16, patient_age="045Y", patient_sex="M"))
+    (tmp_path / "a.dcm").write_bytes(phantom_dicom(s1, bits=16, patient_age="045Y", patient_sex="M",
+                                                   patient_id="P7"))
     (tmp_path / "noext").write_bytes(phantom_dicom(s2, bits=12, monochrome1=True, patient_age="018M",
                                                    patient_sex="F"))
     (tmp_path / "c.dcm").write_bytes(phantom_dicom(s2, patient_age="045Y", patient_sex="O"))
     (tmp_path / "notes.txt").write_text("not a dicom")
     assert detect_format(tmp_path) == "dicom"
     records = sorted(read_dataset(tmp_path), key=lambda r: r.path.name)
-    assert [(r.path.name, r.age, r.male) for r in records] == [("a.dcm", 45.0, True), ("noext", 1.5, False)]
+    assert [(r.path.name, r.age, r.male, r.patient_id) for r in records] == [
+        ("a.dcm", 45.0, True, "P7"), ("noext", 1.5, False, None)]
     images, _ = load_images(records, PreprocessParams(size=64))
     assert images.shape == (2, 64, 64)
 
