@@ -11,7 +11,7 @@
 #        e.g. on a machine with internet, then carry .wheelhouse/ across the air gap)
 # Env: BASE_IMAGE (python:3.11-slim), LOCAL_BASE (cxr-base:bookworm), IMAGE_TAG (latest),
 #      WHEELHOUSE (.wheelhouse), DEBIAN_MIRROR (default: the mirror apt uses on this host),
-#      OFFLINE=1 (do not even try to pull BASE_IMAGE).
+#      OFFLINE=1 (do not even try to pull BASE_IMAGE), NO_CACHE=1 (rebuild every layer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -132,8 +132,9 @@ build_image() {
   log "building $tag from ${DOCKERFILE[$target]} on $base"
   # The classic builder (no BuildKit/buildx needed) with a context streamed on stdin: only this
   # image's files, and its wheels, which the Dockerfile COPYs into the `deps` stage alone.
+  # --network none: proof that nothing in the build reaches for the network.
   if ! out=$(context_tar "$target" | DOCKER_BUILDKIT=0 docker build \
-      --force-rm -f "${DOCKERFILE[$target]}" -t "$tag" \
+      --network none --force-rm ${NO_CACHE:+--no-cache} -f "${DOCKERFILE[$target]}" -t "$tag" \
       --build-arg "BASE_IMAGE=$base" \
       --build-arg "WHEELHOUSE=.ctx-wheels" \
       --build-arg "PIP_ARGS=--no-index --find-links /tmp/wheels" \
