@@ -10,6 +10,9 @@ from pathlib import Path
 
 from training.config import FORMATS, TrainConfig
 
+CHOICES = {"format": FORMATS, "age_loss": ("mae", "huber"), "lr_schedule": ("cosine", "plateau"),
+           "weights": ("none", "imagenet")}
+
 
 def _bool(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
@@ -30,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         kind = _bool if isinstance(default, bool) else type(default)
-        kwargs = {"choices": FORMATS} if f.name == "format" else {}
+        kwargs = {"choices": CHOICES[f.name]} if f.name in CHOICES else {}
         train.add_argument(flag, type=kind, default=default, **kwargs)
     train.add_argument("--n", dest="n_phantoms", type=int, help="alias of --n-phantoms")
     evaluate = sub.add_parser("evaluate", help="metrics of a run's best model on its test split")
