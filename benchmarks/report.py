@@ -76,6 +76,12 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
+def _repeat(c: dict[str, Any]) -> str:
+    if "repeat_images_per_s" not in c:
+        return ""
+    return f"; {c['first_images_per_s']:.1f} at the start, {c['repeat_images_per_s']:.1f} at the end"
+
+
 def markdown(out: dict[str, Any]) -> str:
     """The results table, the ceiling and the target verdicts as Markdown."""
     head = (f"Run {out['date']} on {out['machine']['cpus']} CPU cores "
@@ -85,7 +91,7 @@ def markdown(out: dict[str, Any]) -> str:
     for name in (k for k in out["ceiling"] if k != "compute_only"):
         c = out["ceiling"][name]
         lines.append(f"- In-process ceiling, {name}: **{c['images_per_s']:.1f} images/s** "
-                     f"({c['best']}; {c['cpu_ms']:.1f} CPU ms/image); one image alone "
+                     f"({c['best']}; {c['cpu_ms']:.1f} CPU ms/image{_repeat(c)}); one image alone "
                      f"{c['single_image']['p50_ms']:.1f} ms p50, {c['single_image']['p99_ms']:.1f} ms p99.")
     lines.append(f"- ORT alone on tensors: {out['ceiling']['compute_only']['rows_per_s']:.0f} rows/s.")
     header = ("| scenario | input | load | images/s | × ceiling | p50 ms | p95 ms | p99 ms | errors | "
