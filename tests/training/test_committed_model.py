@@ -96,11 +96,13 @@ def test_trust_sections(card, session):
     assert inv_cov.shape == (guard["dim"], guard["dim"]) == (len(mean), len(mean))
     emb = run(session, _images(card["input"]["shape"][1]))["embedding"]
     assert emb.shape[1] == guard["dim"]
-    # Real chest X-rays mostly fall inside the guard; uniform noise lies far outside.
+    # Real chest X-rays mostly fall inside the guard; uniform noise lies far outside. Phantoms are
+    # synthetic and need not look like NIH films, so the "inside" claim needs the real sample.
     inside = mahalanobis(emb, mean, inv_cov) <= guard["threshold"]
     noise = np.random.default_rng(0).uniform(0, 255, (4, *emb_shape(card))).astype(np.float32)
     far = mahalanobis(run(session, noise)["embedding"], mean, inv_cov)
-    assert inside.mean() >= 0.8
+    if (NIH / "labels.csv").is_file():
+        assert inside.mean() >= 0.8
     assert np.all(far > guard["threshold"])
 
 
