@@ -47,7 +47,7 @@ class Case:
 
 # ---------------------------------------------------------------------------- building blocks
 
-def xray(width: int = 256, height: int = 256, seed: int = 0) -> np.ndarray:
+def xray(width: int = 256, height: int = 256, seed: int = 0, brightness: float = 1.0) -> np.ndarray:
     """A chest-X-ray-like uint8 image: bright ellipse body, two darker lungs, black padding."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
@@ -58,7 +58,7 @@ def xray(width: int = 256, height: int = 256, seed: int = 0) -> np.ndarray:
         lung = ((xx - cx - side * 0.18 * width) / (0.12 * width)) ** 2 + \
                ((yy - cy) / (0.3 * height)) ** 2 < 1
         img = np.where(lung, 70.0, img)
-    img = img + rng.normal(0, 6, img.shape) * body
+    img = img * brightness + rng.normal(0, 6, img.shape) * body
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

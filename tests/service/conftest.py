@@ -23,6 +23,7 @@ from service.app import create_app
 from service.imaging import PreprocessParams
 from service.lifecycle import Lifecycle
 from service.settings import Settings
+from scripts.make_hostile_corpus import xray
 
 SIZE = 64
 
@@ -106,18 +107,8 @@ def faulty_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def xray_array(width: int = 200, height: int = 240, seed: int = 0, brightness: float = 1.0) -> np.ndarray:
-    """A chest-X-ray-like grey image: bright body, two darker lungs, black side padding."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    cx, cy = width / 2, height / 2
-    body = ((xx - cx) / (0.42 * width)) ** 2 + ((yy - cy) / (0.48 * height)) ** 2 < 1
-    img = np.where(body, 170.0, 0.0)
-    for side in (-1, 1):
-        lung = ((xx - cx - side * 0.18 * width) / (0.12 * width)) ** 2 + \
-               ((yy - cy) / (0.3 * height)) ** 2 < 1
-        img = np.where(lung, 70.0, img)
-    img = img * brightness + rng.normal(0, 6, img.shape) * body
-    return np.clip(img, 0, 255).astype(np.uint8)
+    """A chest-X-ray-like grey image (the hostile corpus's drawing, at this suite's default size)."""
+    return xray(width, height, seed, brightness)
 
 
 def encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save: object) -> bytes:
