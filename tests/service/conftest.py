@@ -19,11 +19,11 @@ import uvicorn
 from onnx import TensorProto, helper
 from PIL import Image
 
+from scripts.make_hostile_corpus import xray
 from service.app import create_app
 from service.imaging import PreprocessParams
 from service.lifecycle import Lifecycle
 from service.settings import Settings
-from scripts.make_hostile_corpus import xray
 
 SIZE = 64
 
