@@ -27,7 +27,8 @@ from benchmarks.images import cached_pngs
 from benchmarks.payloads import multipart_body, oip_tensor_body, raw_body
 from benchmarks.procs import ServerProcess, start_server
 from benchmarks.scenarios import run_level, soak
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.card import Preprocessing
+from cxr.imaging import preprocess_bytes
 
 logger = logging.getLogger("benchmarks")
 BIG = 1024  # full-size radiographs, as hospitals and the SPR dataset send them
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--soak", type=int, help="requests in the RSS soak (default 10000; quick 2000)")
     p.add_argument("--no-seed", action="store_true", help="skip the Flask + Keras baseline")
     p.add_argument("--int8-dir", type=Path, default=Path("results/int8"),
-                   help="also load-test the INT8 model here if present (python -m benchmarks.quantize)")
+                   help="also load-test the INT8 model here if present (python -m training.quantize)")
     p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the service under test (repeatable)")
     return p.parse_args(argv)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
               "run `make demo-model` or pass --model-dir", file=sys.stderr)
         return 2
     card = json.loads(card_path.read_text())
-    params = PreprocessParams.from_card(card["preprocessing"])
+    params = Preprocessing.model_validate(card["preprocessing"]).params()
     size = params.size
     quick = args.quick
     seconds = args.seconds or (2.0 if quick else 5.0)

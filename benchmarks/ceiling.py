@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from service.imaging import PreprocessParams, preprocess_bytes
-from service.model import session_options
+from cxr.imaging import PreprocessParams, preprocess_bytes
+from cxr.runtime import session_options
 
 
 @dataclass(frozen=True)

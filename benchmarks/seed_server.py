@@ -14,7 +14,7 @@ import sys
 
 from flask import Flask, jsonify, request
 
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.imaging import PreprocessParams, preprocess_bytes
 
 
 def load_keras_model(checkpoint: str, image_size: int):

@@ -1,13 +1,14 @@
-"""The web app's settings, read from the environment once, validated up front."""
+"""The web app's settings (pydantic-settings, like the API's): read from the environment once,
+validated up front; a bad value stops the start with a message naming the key and the value."""
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Literal
 from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "GATEWAY_"
 # Deployment-wide names shared with the API container (docs/contracts.md); the rest are prefixed.
@@ -22,70 +23,63 @@ def _random_secret() -> str:
     return secrets.token_hex(32)
 
 
-@dataclass(frozen=True)
-class Settings:
+def _env(name: str) -> AliasChoices:
+    # one environment name per field; the field name itself works in Python (Settings(port=…))
+    return AliasChoices(UNPREFIXED[name], name)
+
+
+class Settings(BaseSettings):
     """Everything the gateway can be configured with; see docs/web.md for the table."""
 
-    host: str = "0.0.0.0"  # containers need every interface; set 127.0.0.1 on a laptop
-    port: int = 8080
-    api_url: str = "http://localhost:8000"
+    model_config = SettingsConfigDict(env_prefix=PREFIX, case_sensitive=False, extra="ignore",
+                                      env_ignore_empty=True, populate_by_name=True, frozen=True)
+
+    host: str = Field("0.0.0.0", validation_alias=_env("host"))  # 127.0.0.1 on a laptop
+    port: int = Field(8080, ge=1, le=65535, validation_alias=_env("port"))
+    api_url: str = Field("http://localhost:8000", validation_alias=_env("api_url"))
     # Whole request body (all files of one upload); Flask answers 413 above it.
-    max_upload_bytes: int = 64 * 1024 * 1024
-    max_files: int = 32
+    max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_files: int = Field(32, gt=0)
     # Flask's signing key; random per process when unset. CSRF does not depend on it (double-submit
     # cookie), so gunicorn workers need not share it.
-    secret_key: str = field(default_factory=_random_secret, repr=False)
-    api_timeout_s: float = 30.0  # whole predict round trip, including the API's queue
-    api_connect_timeout_s: float = 2.0
-    health_timeout_s: float = 1.0  # the readiness probe rendered on every page must stay quick
-    api_key: str = field(default="", repr=False)  # sent as `Authorization: Bearer …` when set
-    workers: int = 1  # gunicorn processes for `python -m gateway_flask`
-    threads: int = 8  # gunicorn threads per process (the app is I/O bound)
-    log_level: str = "INFO"
+    secret_key: str = Field(default_factory=_random_secret, min_length=16, repr=False)
+    api_timeout_s: float = Field(30.0, gt=0)  # whole predict round trip, including the API's queue
+    api_connect_timeout_s: float = Field(2.0, gt=0)
+    health_timeout_s: float = Field(1.0, gt=0)  # the readiness probe on every page stays quick
+    api_key: str = Field("", repr=False)  # sent as `Authorization: Bearer …` when set
+    workers: int = Field(1, gt=0)  # gunicorn processes for `python -m gateway_flask`
+    threads: int = Field(8, gt=0)  # gunicorn threads per process (the app is I/O bound)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    def __post_init__(self) -> None:
-        _check(0 < self.port < 65536, "PORT", self.port, "must be 1–65535")
-        parts = urlsplit(self.api_url)
-        _check(parts.scheme in ("http", "https") and bool(parts.netloc), "API_URL", self.api_url,
-               "must be an http:// or https:// URL")
-        for name in ("max_upload_bytes", "max_files", "api_timeout_s", "api_connect_timeout_s",
-                     "health_timeout_s", "workers", "threads"):
-            _check(getattr(self, name) > 0, env_key(name), getattr(self, name), "must be > 0")
-        _check(len(self.secret_key) >= 16, env_key("secret_key"), "<hidden>",
-               "must be at least 16 characters")
-        _check(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), env_key("log_level"),
-               self.log_level, "must be DEBUG, INFO, WARNING or ERROR")
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from HOST, PORT, API_URL and GATEWAY_* variables."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = env_key(f.name)
-            raw = environ.get(key)
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(key, raw, _PARSERS.get(str(f.type), str))
-        return cls(**values)
+    def from_env(cls) -> Settings:
+        """Settings from HOST, PORT, API_URL and GATEWAY_* variables; SettingsError if unusable."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                key = env_key(str(err["loc"][0])) if err["loc"] else "?"
+                shown = "'<hidden>'" if key == env_key("secret_key") else repr(err.get("input"))
+                problems.append(f"Config {key!r} has value {shown}: {err['msg']}")
+            raise SettingsError("; ".join(problems)) from None
 
 
 def env_key(name: str) -> str:
-    """The environment variable that sets field `name`."""
+    """The environment variable that sets field `name` (or that an alias already names)."""
+    if name in UNPREFIXED.values() or name.startswith(PREFIX):
+        return name
     return UNPREFIXED.get(name, PREFIX + name.upper())
-
-
-def _parse(key: str, raw: str, parse: Callable[[str], Any]) -> Any:
-    try:
-        return parse(raw.strip())
-    except ValueError:
-        kind = "an integer" if parse is int else "a number"
-        raise SettingsError(f"Config {key!r} has value {raw!r}. Not {kind}.") from None
-
-
-def _check(ok: bool, key: str, value: object, why: str) -> None:
-    if not ok:
-        raise SettingsError(f"Config {key!r} has value {value!r}: {why}.")
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float}

@@ -26,8 +26,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     JPEG2000Lossless,
-    JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
@@ -199,9 +199,9 @@ def hostile_cases() -> list[Case]:
         Case("jpeg2000-junk.dcm", dicom(twelve_bit, syntax=JPEG2000Lossless,
                                         frame=b"\xff\x4f\xff\x51" + b"\x00" * 60),
              422, "1.2.840.10008.1.2.4.90) is corrupt"),
-        Case("jpegls-junk.dcm", dicom(twelve_bit, syntax=JPEGLSLossless,
+        Case("htj2k-junk.dcm", dicom(twelve_bit, syntax=HTJ2KLossless,
                                       frame=b"\xff\xd8\xff\xf7" + b"\x00" * 60),
-             415, "1.2.840.10008.1.2.4.80"),
+             415, "1.2.840.10008.1.2.4.201"),
         Case("rle-junk.dcm", dicom(twelve_bit, syntax=RLELossless, frame=b"\x00" * 64),
              422, "1.2.840.10008.1.2.5) is corrupt"),
         Case("truncated-pixels.dcm", dicom(twelve_bit, truncate_to=1000), 422, "DICOM"),

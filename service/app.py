@@ -7,18 +7,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxr.errors import ImageError
 from service import routes_v1, routes_v2
+from service.deps import ApiKeyAuth
 from service.engine import Engine
-from service.errors import Overloaded, ServiceError
+from service.errors import ApiError, Overloaded, Unauthorized, status_of
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
-from service.middleware import ApiKeyMiddleware, MetricsMiddleware
+from service.middleware import MetricsMiddleware
 from service.model import ModelMismatch, load_model
 from service.settings import Settings, load_settings
 from service.upload_timeout import UploadIdleTimeout
@@ -70,8 +73,13 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
             await engine.stop()
             logger.info("stopped")
 
+    # With API_KEYS set every route needs a key (a security dependency: OpenAPI documents it),
+    # except AUTH_OPEN_PATHS. The docs routes are ordinary routes so the key guards them too.
+    auth = [Depends(ApiKeyAuth(settings.api_keys, settings.auth_open_paths))] \
+        if settings.api_keys else []
     app = FastAPI(title="Chest X-ray age & sex API", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, dependencies=auth, docs_url=None, redoc_url=None,
+                  openapi_url=None, redirect_slashes=False)
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
 
@@ -79,15 +87,31 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        metrics.refused(exc.status_code)
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+
+    @app.exception_handler(ImageError)
+    @app.exception_handler(ApiError)
+    async def known_error(request: Request, exc: ImageError | ApiError) -> JSONResponse:
+        status = status_of(exc)
+        metrics.refused(status)
         headers = None
         if isinstance(exc, Overloaded):
             headers = {"Retry-After": str(int(exc.retry_after_s))}
-        if exc.status_code >= 500:
-            logger.warning("%s %s: %s", exc.status_code, exc.code, exc.message)
-        return _error(exc.status_code, exc.code, exc.message, request, headers)
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        if status >= 500:
+            logger.warning("%s %s: %s", status, exc.code, exc.message)
+        return _error(status, exc.code, exc.message, request, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,9 +130,6 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
         logger.exception("unhandled error on %s", request.url.path)
         return _error(500, "internal_error", f"internal error: {type(exc).__name__}", request)
 
-    if settings.api_keys:
-        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
-                           open_paths=settings.auth_open_paths, metrics=metrics)
     app.add_middleware(UploadIdleTimeout, idle_s=settings.upload_idle_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -3,9 +3,10 @@
 Each pending item is (rows, future). A batch is flushed when it is full or when its oldest item
 has waited `max_wait_ms` (or at once when the caller says nothing else is on its way); while a
 batch computes, new items pile up and form the next one, so an idle server adds no wait and a
-busy one batches by itself. Compute runs in
-its own thread pool, off the event loop. Lower `priority` numbers go first, which lets bulk work
-(explanations) yield to single predictions.
+busy one batches by itself. Compute runs in its own thread pool, off the event loop. Lower
+`priority` numbers go first, which lets bulk work (explanations) yield to single predictions.
+How much work may wait is decided before it gets here, once, by the engine's admission
+(MAX_QUEUE); the batcher only reports its depth and an estimate for Retry-After.
 """
 
 from __future__ import annotations
@@ -23,13 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import (
-    DeadlineExceeded,
-    InferenceFailed,
-    ModelNotReady,
-    Overloaded,
-    ServiceError,
-)
+from service.errors import ApiError, DeadlineExceeded, InferenceFailed, ModelNotReady
 
 Outputs = dict[str, npt.NDArray[Any]]
 ComputeFn = Callable[[npt.NDArray[np.float32]], Outputs]
@@ -79,21 +74,18 @@ class Batcher:
     """Collects items of shape (k, …) into batches of at most `max_batch_size` rows."""
 
     def __init__(self, compute: ComputeFn, *, max_batch_size: int, max_wait_ms: float,
-                 max_queue: int, max_concurrent_batches: int = 1,
+                 max_concurrent_batches: int = 1,
                  observer: BatchObserver | None = None,
                  nothing_coming: Callable[[], bool] | None = None) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         if max_concurrent_batches < 1:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
         self._compute = compute
         self.max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000.0
-        self.max_queue = max_queue
         self._max_concurrent = max_concurrent_batches
         self._observer: BatchObserver = observer or _NullObserver()
         # When the caller knows no more items are on their way (none being decoded), waiting for
@@ -105,11 +97,14 @@ class Batcher:
         self._computing = 0
         self._closing = False
         self._batch_s = 0.01  # running estimate of one batch's compute time, for Retry-After
-        self._changed: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
-        self._slots: asyncio.Semaphore | None = None
+        # asyncio primitives bind to a loop on first use, not here (Python ≥ 3.10)
+        self._changed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._executor = ThreadPoolExecutor(max_concurrent_batches,
+                                            thread_name_prefix="batch-compute")
         self._runner: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -117,38 +112,23 @@ class Batcher:
         """Rows waiting for compute (the queue-depth gauge)."""
         return self._rows
 
-    @property
-    def computing(self) -> int:
-        """Batches running right now."""
-        return self._computing
-
     async def start(self) -> None:
         """Start the flush loop on the running event loop."""
-        self._changed, self._idle = asyncio.Event(), asyncio.Event()
-        self._idle.set()
-        self._slots = asyncio.Semaphore(self._max_concurrent)
-        self._executor = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="batch-compute")
         self._runner = asyncio.create_task(self._run(), name="batcher")
 
     async def submit(self, x: npt.NDArray[np.float32], *, timeout_s: float,
                      priority: int = 0) -> BatchResult:
-        """Queue k rows (shape (k, …)) and wait for their outputs; raise a ServiceError if not."""
+        """Queue k rows (shape (k, …)) and wait for their outputs; raise an ApiError if not."""
         if self._runner is None or self._closing:
             raise ModelNotReady("server is draining or not started; not accepting new work")
         rows = int(x.shape[0])
-        if self._rows > 0 and self._rows + rows > self.max_queue:
-            self._observer.rejected("queue_full")
-            raise Overloaded(
-                f"queue is full ({self._rows} images waiting, limit {self.max_queue}); retry later",
-                retry_after_s=self.retry_after_s(),
-            )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         item = _Pending(priority, next(self._seq), x, loop.create_future(), now, now + timeout_s)
         heapq.heappush(self._heap, item)
         self._rows += rows
-        self._idle.clear()  # type: ignore[union-attr]
-        self._changed.set()  # type: ignore[union-attr]
+        self._idle.clear()
+        self._changed.set()
         try:
             done, _ = await asyncio.wait({item.future}, timeout=timeout_s)
         except asyncio.CancelledError:
@@ -167,7 +147,7 @@ class Batcher:
         if self._runner is None:
             return
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)  # type: ignore[union-attr]
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             pass
         self._runner.cancel()
@@ -178,7 +158,7 @@ class Batcher:
         self._rows = 0
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout_s)
-        self._executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self._runner = None
 
     def retry_after_s(self) -> float:
@@ -187,7 +167,6 @@ class Batcher:
         return max(1.0, math.ceil(batches_ahead * self._batch_s))
 
     async def _run(self) -> None:
-        assert self._changed and self._slots
         while True:
             while not self._heap:
                 self._changed.clear()
@@ -205,7 +184,6 @@ class Batcher:
 
     async def _wait_to_fill(self) -> None:
         """Wait until a full batch is queued or the oldest item has waited max_wait."""
-        assert self._changed
         while self._heap and self._rows < self.max_batch_size:
             if self._nothing_coming is not None and self._nothing_coming():
                 return
@@ -249,7 +227,6 @@ class Batcher:
         return batch
 
     async def _compute_batch(self, batch: list[_Pending]) -> None:
-        assert self._slots and self._executor
         self._computing += 1
         start = time.monotonic()
         for item in batch:
@@ -262,7 +239,7 @@ class Batcher:
             if bad:
                 raise InferenceFailed(f"model returned {bad} rows for a batch of {n}")
         except Exception as exc:  # noqa: BLE001 - every failure must reach every waiting client
-            message = exc.message if isinstance(exc, ServiceError) else (
+            message = exc.message if isinstance(exc, ApiError) else (
                 f"inference failed for a batch of {n}: {type(exc).__name__}: {exc}")
             for item in batch:
                 if not item.future.done():
@@ -285,5 +262,5 @@ class Batcher:
         self._mark_idle()
 
     def _mark_idle(self) -> None:
-        if not self._heap and self._computing == 0 and self._idle is not None:
+        if not self._heap and self._computing == 0:
             self._idle.set()

@@ -1,32 +1,38 @@
-"""Bytes → prediction: preprocessing in a thread pool, then the shared batcher and ORT session."""
+"""Bytes → model outputs: admission, preprocessing in a thread pool, the shared batcher, ORT.
+
+No response shaping here: the engine answers with plain results (`Inference`, `Explained`) and
+the routes turn them into response models (service/routes_v1.py, routes_v2.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service import explain, guard, imaging
+from cxr import guard, imaging
+from cxr.card import AgeInterval
+from service import explain
 from service.batcher import Batcher, BatchResult
 from service.errors import DeadlineExceeded, InputRejected, ModelNotReady, Overloaded
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.model import ModelMismatch, OnnxModel
 from service.settings import Settings
-from service.trust import AgeInterval, InputGuard
 
 logger = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 256
+Warnings = list[dict[str, str]]
 
 
 class Prepared(NamedTuple):
@@ -34,38 +40,69 @@ class Prepared(NamedTuple):
 
     x: npt.NDArray[np.float32]
     seconds: float
-    warnings: list[dict[str, str]]
+    warnings: Warnings
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One image's prediction: the model's numbers, every warning, where the time went (ms)."""
+
+    age: float
+    p_male: float
+    warnings: Warnings
+    timings_ms: dict[str, float]
+
+    @property
+    def sex(self) -> str:
+        return "male" if self.p_male >= 0.5 else "female"
+
+
+@dataclass(frozen=True)
+class Explained:
+    """Occlusion sensitivity of one image (service/explain.py) with its prediction."""
+
+    inference: Inference
+    grid: int
+    patch_px: int
+    delta_age: npt.NDArray[np.float64]
+    delta_p_male: npt.NDArray[np.float64]
+    overlay_age_png: bytes
+    overlay_p_male_png: bytes
+    batch_size: int
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 class Engine:
-    """Everything a route needs to turn uploads into answers; one per app."""
+    """Everything a route needs to turn uploads into model outputs; one per app."""
 
     def __init__(self, settings: Settings, model: OnnxModel, metrics: Metrics,
                  lifecycle: Lifecycle) -> None:
         self.settings = settings
         self.model = model
-        try:
-            self.interval = AgeInterval.from_card(model.card)
-            self.guard = InputGuard.from_card(model.card)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelMismatch(f"card trust sections are not usable: {exc!r}") from None
+        self.interval: AgeInterval | None = model.card.age_interval
+        stats = model.card.input_guard
+        self.guard = guard.EmbeddingGuard.of(stats) if stats is not None else None
         if model.params.size % settings.explain_grid:
             raise ModelMismatch(f"Config 'EXPLAIN_GRID' has value {settings.explain_grid}: it must "
                                 f"divide the model's input size {model.params.size}")
         self.metrics = metrics
         self.lifecycle = lifecycle
         self.batcher = Batcher(model.run, max_batch_size=settings.max_batch_size,
-                               max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                               max_wait_ms=settings.max_wait_ms,
                                max_concurrent_batches=settings.max_concurrent_batches,
                                observer=metrics,
                                nothing_coming=(lambda: self._decoding == 0)
                                if settings.flush_when_idle else None)
         self._decoding = 0  # images being decoded now: the batcher waits for them, not longer
-        self._admitted = 0  # images accepted and not yet answered
+        self._admitted = 0  # images accepted and not yet answered (MAX_QUEUE bounds it)
         self._explaining = 0  # explanations running (EXPLAIN_CONCURRENCY bounds it)
-        self._pool = ThreadPoolExecutor(settings.preprocess_workers(), thread_name_prefix="preprocess")
+        self._pool = ThreadPoolExecutor(settings.preprocess_workers(),
+                                        thread_name_prefix="preprocess")
         metrics.track_queue_depth(lambda: self.batcher.queued_rows)
-        metrics.set_model(model.name, model.version, str(model.card["sha256"]))
+        metrics.set_model(model.name, model.version, model.card.sha256)
 
     @property
     def model_ref(self) -> dict[str, str]:
@@ -87,24 +124,12 @@ class Engine:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def check_ready(self) -> None:
-        """Refuse work before warm-up; while draining, accepted work still runs."""
+        """Refuse work before warm-up; while draining, accepted work still runs. Called once per
+        request, by the route's dependency (service/deps.py)."""
         if self.lifecycle.state == "starting":
             raise ModelNotReady(f"not ready: {self.lifecycle.reason()}")
 
-    async def preprocess(self, data: bytes) -> Prepared:
-        """One encoded file → model input (S, S, 1) off the event loop, with image warnings."""
-        start = time.perf_counter()
-        self._decoding += 1
-        try:
-            x, warnings = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels)
-        finally:
-            self._decoding -= 1
-        elapsed = time.perf_counter() - start
-        self.metrics.preprocess_seconds.observe(elapsed)
-        self.metrics.images.labels(format=imaging.sniff_format(data[:1024])).inc()
-        return Prepared(x, elapsed, warnings)
-
+    # Admission: the one place where MAX_QUEUE is enforced.
     def check_capacity(self, images: int = 1) -> None:
         """429 now if `images` more would overflow MAX_QUEUE; routes call it before reading the
         upload, so a flood is refused without the server reading (or the client waiting on) it."""
@@ -129,57 +154,66 @@ class Engine:
         finally:
             self._admitted -= images
 
-    async def infer(self, x: npt.NDArray[np.float32], *, deadline: float | None = None,
+    async def preprocess(self, data: bytes) -> Prepared:
+        """One encoded file → model input (S, S, 1) off the event loop, with image warnings."""
+        start = time.perf_counter()
+        self._decoding += 1
+        try:
+            fmt, x, warnings = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels)
+        finally:
+            self._decoding -= 1
+        elapsed = time.perf_counter() - start
+        self.metrics.preprocess_seconds.observe(elapsed)
+        self.metrics.images.labels(format=fmt).inc()
+        return Prepared(x, elapsed, warnings)
+
+    async def infer(self, x: npt.NDArray[np.float32], *, deadline: float,
                     priority: int = 0) -> BatchResult:
         """Rows (k, S, S, 1) through the shared batcher, answered by `deadline` or 504."""
-        self.check_ready()
-        timeout_s = self.settings.request_timeout_ms / 1000
-        if deadline is not None:
-            timeout_s = deadline - time.monotonic()
-            if timeout_s <= 0:
-                self.metrics.rejected("deadline")
-                raise DeadlineExceeded(
-                    f"request spent over {self.settings.request_timeout_ms:g} ms before reaching "
-                    "the model (REQUEST_TIMEOUT_MS); retry later")
+        timeout_s = deadline - time.monotonic()
+        if timeout_s <= 0:
+            self.metrics.rejected("deadline")
+            raise DeadlineExceeded(
+                f"request spent over {self.settings.request_timeout_ms:g} ms before reaching "
+                "the model (REQUEST_TIMEOUT_MS); retry later")
         return await self.batcher.submit(x, timeout_s=timeout_s, priority=priority)
 
-    def describe(self, outputs: dict[str, npt.NDArray[Any]], row: int = 0,
-                 warnings: list[dict[str, str]] | None = None) -> dict[str, Any]:
-        """The prediction fields of one row, recorded in the drift metrics."""
+    def observe(self, outputs: dict[str, npt.NDArray[Any]], row: int,
+                warnings: Warnings = ()) -> Inference:
+        """One row's prediction with every warning (image checks + embedding guard), recorded in
+        the drift metrics. No timings: the caller adds them."""
         age = float(outputs["age"][row].reshape(-1)[0])
         p_male = float(outputs["p_male"][row].reshape(-1)[0])
-        sex = "male" if p_male >= 0.5 else "female"
-        self.metrics.prediction(age, sex)
-        body: dict[str, Any] = {"age_years": age, "sex": sex, "p_male": p_male}
-        interval = self.interval.around(age) if self.interval else None
-        if interval:
-            body["age_interval_90"] = interval
-            self.metrics.interval_width.observe(interval[1] - interval[0])
-        warning = self.guard.check(outputs, row) if self.guard else None
-        body["warnings"] = [*(warnings or []), *([warning] if warning else [])]
-        for w in body["warnings"]:
+        found = [*warnings]
+        if self.guard is not None and (w := self.guard.check(outputs, row)) is not None:
+            found.append(w)
+        result = Inference(age, p_male, found, {})
+        self.metrics.prediction(age, result.sex)
+        if self.interval is not None and (b := self.interval.around(age)) is not None:
+            self.metrics.interval_width.observe(b[1] - b[0])
+        for w in found:
             self.metrics.input_warnings.labels(code=w["code"]).inc()
-        return body
+        return result
 
-    async def predict_bytes(self, data: bytes) -> dict[str, Any]:
-        """One encoded file → the /v1/predict response body."""
+    def _strict(self, result: Inference) -> None:
+        if result.warnings and self.settings.strict_input_guard:
+            raise InputRejected(f"{result.warnings[0]['message']} (STRICT_INPUT_GUARD is on)")
+
+    async def predict(self, data: bytes) -> Inference:
+        """One encoded file → its prediction (422 when STRICT_INPUT_GUARD refuses it)."""
         start = time.perf_counter()
-        self.check_ready()
         with self.admit(1) as deadline:
             prep = await self.preprocess(data)
             result = await self.infer(prep.x[None], deadline=deadline)
-        pre_s = prep.seconds
-        body = self.describe(result.outputs, 0, prep.warnings)
-        if body["warnings"] and self.settings.strict_input_guard:
-            raise InputRejected(f"{body['warnings'][0]['message']} (STRICT_INPUT_GUARD is on)")
-        return {**body, "model": self.model_ref, "timings_ms": {
-            "preprocess": round(pre_s * 1000, 3), "queue": round(result.queue_s * 1000, 3),
-            "inference": round(result.compute_s * 1000, 3),
-            "total": round((time.perf_counter() - start) * 1000, 3)}}
+        inference = self.observe(result.outputs, 0, prep.warnings)
+        self._strict(inference)
+        return Inference(inference.age, inference.p_male, inference.warnings, {
+            "preprocess": _ms(prep.seconds), "queue": _ms(result.queue_s),
+            "inference": _ms(result.compute_s), "total": _ms(time.perf_counter() - start)})
 
-    async def explain_bytes(self, data: bytes) -> dict[str, Any]:
+    async def explain(self, data: bytes) -> Explained:
         """Occlusion sensitivity for one file: grid² + 1 variants as one low-priority batch."""
-        self.check_ready()
         if self._explaining >= self.settings.explain_concurrency:
             self.metrics.rejected("explain_busy")
             raise Overloaded(f"{self._explaining} explanations already running (EXPLAIN_CONCURRENCY="
@@ -189,34 +223,26 @@ class Engine:
         self._explaining += 1
         try:
             with self.admit(1) as deadline:
-                x, pre_s, warnings = await self.preprocess(data)
-                variants = explain.occlusion_batch(x, grid)
+                prep = await self.preprocess(data)
+                variants = explain.occlusion_batch(prep.x, grid)
                 # priority 1: single predictions queued at the same time go first
                 result = await self.infer(variants, deadline=deadline, priority=1)
             loop = asyncio.get_running_loop()
             delta_age = explain.sensitivity(result.outputs["age"], grid)
             delta_p = explain.sensitivity(result.outputs["p_male"], grid)
             overlays = await asyncio.gather(
-                loop.run_in_executor(self._pool, explain.overlay_png, x, delta_age),
-                loop.run_in_executor(self._pool, explain.overlay_png, x, delta_p))
+                loop.run_in_executor(self._pool, explain.overlay_png, prep.x, delta_age),
+                loop.run_in_executor(self._pool, explain.overlay_png, prep.x, delta_p))
         finally:
             self._explaining -= 1
         first = {name: value[:1] for name, value in result.outputs.items()}
-        body = self.describe(first, 0, warnings)
-        if body["warnings"] and self.settings.strict_input_guard:  # same rule as /v1/predict
-            raise InputRejected(f"{body['warnings'][0]['message']} (STRICT_INPUT_GUARD is on)")
-        return {**body, "model": self.model_ref, "grid": grid,
-                "patch_px": self.model.params.size // grid,
-                "delta_age": np.round(delta_age, 4).tolist(),
-                "delta_p_male": np.round(delta_p, 5).tolist(),
-                "overlay_age_png": base64.b64encode(overlays[0]).decode(),
-                "overlay_p_male_png": base64.b64encode(overlays[1]).decode(),
-                "legend": explain.legend(delta_age, delta_p),
-                "batch_size": result.batch_size,  # grid² + 1 variants went through as one batch
-                "timings_ms": {"preprocess": round(pre_s * 1000, 3),
-                               "queue": round(result.queue_s * 1000, 3),
-                               "inference": round(result.compute_s * 1000, 3),
-                               "total": round((time.perf_counter() - start) * 1000, 3)}}
+        inference = self.observe(first, 0, prep.warnings)
+        self._strict(inference)  # same rule as /v1/predict
+        timings = {"preprocess": _ms(prep.seconds), "queue": _ms(result.queue_s),
+                   "inference": _ms(result.compute_s), "total": _ms(time.perf_counter() - start)}
+        return Explained(Inference(inference.age, inference.p_male, inference.warnings, timings),
+                         grid, self.model.params.size // grid, delta_age, delta_p,
+                         overlays[0], overlays[1], result.batch_size)
 
     async def preview_png(self, data: bytes) -> bytes:
         """The cleaned grey image (borders cropped, longer side ≤ 256 px) as PNG."""
@@ -225,11 +251,12 @@ class Engine:
                 self._pool, _preview, data, self.model.params, self.settings.max_image_pixels)
 
 
-def _preprocess(data: bytes, params: imaging.PreprocessParams,
-                max_pixels: int) -> tuple[npt.NDArray[np.float32], list[dict[str, str]]]:
-    # one decode serves both the model input and the image-level guard (service/guard.py)
-    x, facts = guard.preprocess_inspected(data, params, max_pixels=max_pixels)
-    return x, guard.check(facts)
+def _preprocess(data: bytes, params: imaging.PreprocessParams, max_pixels: int
+                ) -> tuple[str, npt.NDArray[np.float32], Warnings]:
+    # one decode serves both the model input and the image-level guard (cxr/guard.py)
+    decoded = imaging.decode(data, max_pixels=max_pixels)
+    x, warnings = guard.inspect_image(decoded, params)
+    return decoded.format, x, warnings
 
 
 def _preview(data: bytes, params: imaging.PreprocessParams, max_pixels: int) -> bytes:

@@ -1,15 +1,17 @@
-"""Domain exceptions, mapped to HTTP status codes once (service/app.py registers the handlers).
+"""The API's own errors, and the one table that maps every error to an HTTP status.
 
-Imported by training too (through service/imaging.py), so this module imports no web framework.
+Image errors come from `cxr.errors` (the core knows nothing of HTTP); the rest are about requests,
+capacity and the server's state. `status_of` is the only place a status is chosen for an error.
 """
 
 from __future__ import annotations
 
+from cxr.errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedMediaType
 
-class ServiceError(Exception):
-    """Base class: carries the HTTP status and a machine-readable code."""
 
-    status_code: int = 500
+class ApiError(Exception):
+    """Base class of the service's own errors: a human message and a machine-readable code."""
+
     code: str = "internal_error"
 
     def __init__(self, message: str) -> None:
@@ -17,38 +19,15 @@ class ServiceError(Exception):
         self.message = message
 
 
-class InvalidImage(ServiceError):
-    """The bytes claim a supported format but cannot be decoded (corrupt, truncated, too small)."""
-
-    status_code = 422
-    code = "invalid_image"
-
-
-class UnsupportedMediaType(ServiceError):
-    """The bytes are not an image format we read (PDF, HTML, GIF, unknown, undecodable DICOM)."""
-
-    status_code = 415
-    code = "unsupported_media_type"
-
-
-class ImageTooLarge(ServiceError):
-    """Too many bytes, or a header that declares too many pixels (decompression bombs)."""
-
-    status_code = 413
-    code = "image_too_large"
-
-
-class BadRequest(ServiceError):
+class BadRequest(ApiError):
     """A malformed request (wrong tensor shape/dtype, missing field, …)."""
 
-    status_code = 400
     code = "bad_request"
 
 
-class Overloaded(ServiceError):
-    """The batcher's queue is full; the client should retry after a moment."""
+class Overloaded(ApiError):
+    """The service holds MAX_QUEUE images already; the client should retry after a moment."""
 
-    status_code = 429
     code = "overloaded"
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
@@ -56,57 +35,76 @@ class Overloaded(ServiceError):
         self.retry_after_s = retry_after_s
 
 
-class DeadlineExceeded(ServiceError):
+class DeadlineExceeded(ApiError):
     """The request waited longer than its deadline before compute started."""
 
-    status_code = 504
     code = "deadline_exceeded"
 
 
-class ModelNotReady(ServiceError):
+class ModelNotReady(ApiError):
     """The model is not loaded yet, or the server is draining."""
 
-    status_code = 503
     code = "not_ready"
 
 
-class InferenceFailed(ServiceError):
+class InferenceFailed(ApiError):
     """ONNX Runtime raised while running a batch."""
 
-    status_code = 500
     code = "inference_failed"
 
 
-class InputRejected(ServiceError):
+class InputRejected(ApiError):
     """STRICT_INPUT_GUARD is on and the input guard flagged the image."""
 
-    status_code = 422
     code = "input_guard"
 
 
-class TooManyFiles(ServiceError):
-    """A batch request carries more files than MAX_BATCH_FILES."""
+class TooManyFiles(ApiError):
+    """A request carries more files than MAX_BATCH_FILES."""
 
-    status_code = 413
     code = "too_many_files"
 
 
-class UploadStalled(ServiceError):
+class UploadStalled(ApiError):
     """The client stopped sending its upload for longer than UPLOAD_IDLE_TIMEOUT_S."""
 
-    status_code = 408
     code = "upload_timeout"
 
 
-class Unauthorized(ServiceError):
+class Unauthorized(ApiError):
     """Missing or wrong API key (the message never says which)."""
 
-    status_code = 401
     code = "unauthorized"
 
 
-class ModelNotFound(ServiceError):
+class ModelNotFound(ApiError):
     """An OIP v2 request names a model (or version) this server does not serve."""
 
-    status_code = 404
     code = "model_not_found"
+
+
+Error = ImageError | ApiError
+
+STATUS: dict[type[Exception], int] = {
+    InvalidImage: 422,
+    UnsupportedMediaType: 415,
+    ImageTooLarge: 413,
+    BadRequest: 400,
+    Unauthorized: 401,
+    ModelNotFound: 404,
+    UploadStalled: 408,
+    TooManyFiles: 413,
+    InputRejected: 422,
+    Overloaded: 429,
+    InferenceFailed: 500,
+    ModelNotReady: 503,
+    DeadlineExceeded: 504,
+}
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status of an error (most specific class first); 500 for anything unlisted."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500

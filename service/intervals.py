@@ -1,15 +1,13 @@
-"""Age intervals at the levels a client asks for (`?intervals=0.8,0.9,0.95`), from the card.
+"""The `?intervals=0.8,0.9,0.95` query: which of the card's age-interval levels a client wants.
 
 `age_interval_90` is always in a prediction (when the card has intervals); other levels are
-opt-in so the common answer stays small.
+opt-in so the common answer stays small. The intervals themselves: cxr.card.AgeInterval.bounds.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from cxr.card import AgeInterval
 from service.errors import BadRequest
-from service.trust import AgeInterval
 
 MAX_LEVELS = 8
 
@@ -24,7 +22,7 @@ def parse_levels(raw: str | None, interval: AgeInterval | None) -> list[str]:
     items = [item.strip() for item in raw.split(",") if item.strip()]
     if len(items) > MAX_LEVELS:
         raise BadRequest(f"intervals lists {len(items)} levels; at most {MAX_LEVELS}")
-    available = sorted(interval.quantiles, key=float)
+    available = interval.levels()
     levels = []
     for item in items:
         try:
@@ -41,11 +39,3 @@ def parse_levels(raw: str | None, interval: AgeInterval | None) -> list[str]:
         if key not in levels:
             levels.append(key)
     return levels
-
-
-def add_intervals(body: dict[str, Any], interval: AgeInterval | None,
-                  levels: list[str]) -> dict[str, Any]:
-    """Add `age_intervals` {level: [low, high]} to a prediction body that has `age_years`."""
-    if levels and interval is not None and "age_years" in body:
-        body["age_intervals"] = {level: interval.around(body["age_years"], level) for level in levels}
-    return body

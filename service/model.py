@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from service.imaging import PreprocessParams
+from cxr.card import CardError, ModelCard, file_sha256, load_card
+from cxr.imaging import PreprocessParams
+from cxr.runtime import session_options
 
 logger = logging.getLogger(__name__)
 
@@ -23,29 +23,6 @@ ORT_TO_NUMPY = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(do
 
 class ModelMismatch(RuntimeError):
     """The model file and its card disagree (or one is missing/unreadable): refuse to serve."""
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_model_card(path: Path) -> dict[str, Any]:
-    """Read model.json; raise ModelMismatch naming the file when absent or malformed."""
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelMismatch(f"model card {path} not found") from None
-    except (OSError, ValueError) as exc:
-        raise ModelMismatch(f"model card {path} is not valid JSON: {exc}") from None
-    for key in ("name", "version", "input", "outputs", "preprocessing", "sha256"):
-        if key not in card:
-            raise ModelMismatch(f"model card {path} lacks the required key {key!r}")
-    return card
 
 
 def choose_providers(requested: list[str]) -> list[str]:
@@ -60,42 +37,29 @@ def choose_providers(requested: list[str]) -> list[str]:
     return [p for p in preferred if p in available] or available
 
 
-def session_options(intra_op_threads: int) -> ort.SessionOptions:
-    """Tuned for a small CPU box shared with image decoding."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = 1
-    # Spinning threads would steal the cores that decode the next images while ORT is idle.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return opts
-
-
-def _check_input(card: dict[str, Any], session: ort.InferenceSession) -> None:
-    spec = card["input"]
+def _check_input(card: ModelCard, session: ort.InferenceSession) -> None:
+    spec = card.input
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ModelMismatch(f"model has {len(inputs)} inputs {[i.name for i in inputs]}; expected 1")
     actual = inputs[0]
-    if actual.name != spec.get("name"):
-        raise ModelMismatch(f"model input is named {actual.name!r}; card says {spec.get('name')!r}")
+    if actual.name != spec.name:
+        raise ModelMismatch(f"model input is named {actual.name!r}; card says {spec.name!r}")
     dtype = ORT_TO_NUMPY.get(actual.type, actual.type)
-    if dtype != spec.get("dtype"):
-        raise ModelMismatch(f"model input dtype is {dtype}; card says {spec.get('dtype')}")
+    if dtype != spec.dtype:
+        raise ModelMismatch(f"model input dtype is {dtype}; card says {spec.dtype}")
     actual_shape = [d if isinstance(d, int) else None for d in actual.shape]
-    if actual_shape[1:] != list(spec.get("shape", []))[1:] or len(actual_shape) != len(spec["shape"]):
-        raise ModelMismatch(f"model input shape is {actual_shape}; card says {spec.get('shape')}")
-    size = PreprocessParams.from_card(card["preprocessing"]).size
+    if len(actual_shape) != len(spec.shape) or actual_shape[1:] != spec.shape[1:]:
+        raise ModelMismatch(f"model input shape is {actual_shape}; card says {spec.shape}")
+    size = card.preprocessing.size
     if actual_shape[1:] != [size, size, 1]:
         raise ModelMismatch(
             f"model input shape {actual_shape} does not fit preprocessing size {size} (NHWC grey)"
         )
     names = {o.name for o in session.get_outputs()}
-    for out in card["outputs"]:
-        if out["name"] not in names:
-            raise ModelMismatch(f"card output {out['name']!r} is not a model output {sorted(names)}")
+    for name in card.output_names():
+        if name not in names:
+            raise ModelMismatch(f"card output {name!r} is not a model output {sorted(names)}")
 
 
 @dataclass
@@ -103,18 +67,18 @@ class OnnxModel:
     """An ORT session verified against its card; `run` maps a float32 NHWC batch to named outputs."""
 
     session: ort.InferenceSession
-    card: dict[str, Any]
+    card: ModelCard
     params: PreprocessParams
     input_name: str
     output_names: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.card.name
 
     @property
     def version(self) -> str:
-        return str(self.card["version"])
+        return self.card.version
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -129,19 +93,19 @@ class OnnxModel:
 def load_model(model_path: Path, card_path: Path, *, providers: list[str] | None = None,
                intra_op_threads: int = 0) -> OnnxModel:
     """Open model.onnx, check it against model.json (sha256, input spec, outputs) or raise."""
-    card = load_model_card(card_path)
+    try:
+        card = load_card(card_path)
+    except CardError as exc:
+        raise ModelMismatch(str(exc)) from None
     if not model_path.is_file():
         raise ModelMismatch(f"model file {model_path} not found")
     digest = file_sha256(model_path)
-    if digest != card["sha256"]:
+    if digest != card.sha256:
         raise ModelMismatch(
-            f"sha256 of {model_path} is {digest}; card {card_path.name} says {card['sha256']} "
+            f"sha256 of {model_path} is {digest}; card {card_path.name} says {card.sha256} "
             "(model file changed or card stale)"
         )
-    try:
-        params = PreprocessParams.from_card(card["preprocessing"])
-    except (TypeError, ValueError) as exc:
-        raise ModelMismatch(f"card preprocessing is not usable: {exc}") from None
+    params = card.params
     chosen = choose_providers(providers or [])
     try:
         session = ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),

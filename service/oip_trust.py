@@ -12,22 +12,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.trust import AGE_DISPLAY_RANGE, AgeInterval, InputGuard
+from cxr.card import AgeInterval
+from cxr.guard import EmbeddingGuard
 
 INTERVAL_OUTPUT = "age_interval_90"
 DISTANCE_OUTPUT = "input_guard_distance"
 
 
-def trust_outputs(interval: AgeInterval | None, guard: InputGuard | None,
+def trust_outputs(interval: AgeInterval | None, guard: EmbeddingGuard | None,
                   outputs: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[np.float32]]:
     """The extra tensors this card supports, computed from one batch of model outputs."""
     extra: dict[str, npt.NDArray[np.float32]] = {}
-    q = interval.quantiles.get("0.9") if interval else None
-    if q is not None and "age" in outputs:
-        age = np.asarray(outputs["age"], np.float64).reshape(-1)
-        lo, hi = AGE_DISPLAY_RANGE
-        extra[INTERVAL_OUTPUT] = np.stack(
-            [np.clip(age - q, lo, hi), np.clip(age + q, lo, hi)], axis=1).astype(np.float32)
+    bounds = interval.bounds(outputs["age"]) if interval and "age" in outputs else None
+    if bounds is not None:
+        extra[INTERVAL_OUTPUT] = bounds.astype(np.float32)
     if guard is not None and guard.output in outputs:
         rows = outputs[guard.output]
         extra[DISTANCE_OUTPUT] = np.array([[guard.distance(e)] for e in rows], np.float32
@@ -35,7 +33,7 @@ def trust_outputs(interval: AgeInterval | None, guard: InputGuard | None,
     return extra
 
 
-def trust_output_metadata(interval: AgeInterval | None, guard: InputGuard | None,
+def trust_output_metadata(interval: AgeInterval | None, guard: EmbeddingGuard | None,
                           model_outputs: list[str]) -> list[dict[str, Any]]:
     """Model-metadata entries for the tensors trust_outputs will add."""
     meta = []

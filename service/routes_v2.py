@@ -9,10 +9,11 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from cxr.errors import ImageError
 from service import oip
-from service.deps import EngineDep, LifecycleDep
+from service.deps import EngineDep, LifecycleDep, ReadyEngineDep
 from service.engine import Engine
-from service.errors import BadRequest, ModelNotFound, ServiceError
+from service.errors import BadRequest, ModelNotFound
 from service.model import ORT_TO_NUMPY
 from service.oip_trust import trust_output_metadata, trust_outputs
 from service.schemas import error_responses
@@ -82,10 +83,10 @@ async def model_ready(name: str, engine: EngineDep, lifecycle: LifecycleDep,
              responses={200: {"description": "OIP v2 inference response"},
                         **error_responses(400, 404, 413, 415, 422, 429, 500, 503, 504)})
 @router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
-async def infer(name: str, request: Request, engine: EngineDep, version: str | None = None) -> Response:
+async def infer(name: str, request: Request, engine: ReadyEngineDep,
+                version: str | None = None) -> Response:
     """One input: `image` (FP32/UINT8 [N,S,S,1], grey 0–255) or `image_bytes` (BYTES [N] files)."""
     _model(engine, name, version)
-    engine.check_ready()
     body = await read_body(request, engine.settings.max_batch_upload_bytes)
     req = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH))
     if len(req.inputs) != 1:
@@ -102,7 +103,7 @@ async def infer(name: str, request: Request, engine: EngineDep, version: str | N
         o["name"] for o in req.outputs or [] if (o.get("parameters") or {}).get("binary_data")}
     if "age" in selected and "p_male" in selected:
         for row in range(len(x)):
-            engine.describe(outputs, row)  # drift metrics, same as /v1
+            engine.observe(outputs, row)  # drift metrics, same as /v1
     content, head_len = oip.encode_response(engine.model.name, engine.model.version, req.id,
                                             selected, binary)
     if head_len is None:
@@ -122,11 +123,11 @@ async def _input_tensor(engine: Engine, item: oip.InferInput) -> np.ndarray:
         results = await asyncio.gather(*(engine.preprocess(b) for b in item.items),
                                        return_exceptions=True)
         for i, res in enumerate(results):
-            if isinstance(res, ServiceError):
+            if isinstance(res, ImageError):
                 raise type(res)(f"{BYTES_INPUT}[{i}]: {res.message}")
             if isinstance(res, BaseException):
                 raise res
-        return np.stack([res[0] for res in results])  # type: ignore[index]
+        return np.stack([res.x for res in results if not isinstance(res, BaseException)])
     if item.name != model.input_name:
         raise BadRequest(f"unknown input {item.name!r}; this model takes {model.input_name!r} "
                          f"(FP32/UINT8 {expected}) or {BYTES_INPUT!r} (BYTES [-1])")

@@ -9,7 +9,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BadRequest, ImageTooLarge
+from cxr.errors import ImageTooLarge
+from service.errors import BadRequest, TooManyFiles
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
 MAX_FILENAME_CHARS = 255
@@ -49,10 +50,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 class _PartCollector:
     """python-multipart callbacks that keep parts in memory, dropping bytes past the per-file limit."""
 
-    def __init__(self, per_file_limit: int, max_files: int) -> None:
+    def __init__(self, per_file_limit: int, max_files: int, max_files_name: str) -> None:
         self.parts: list[Upload] = []
         self._per_file_limit = per_file_limit
         self._max_files = max_files
+        self._max_files_name = max_files_name
         self._current: Upload | None = None
         self._headers: dict[bytes, bytes] = {}
         self._name = b""
@@ -77,7 +79,8 @@ class _PartCollector:
             raise BadRequest("a multipart part has no name in its Content-Disposition header")
         filename = options.get(b"filename")
         if len(self.parts) >= self._max_files:
-            raise BadRequest(f"more than {self._max_files} parts in one request (MAX_BATCH_FILES)")
+            raise TooManyFiles(f"more than {self._max_files} parts in one request; limit is "
+                               f"{self._max_files} ({self._max_files_name})")
         content_type = self._headers.get(b"content-type")
         self._current = Upload(
             field=options[b"name"].decode("utf-8", "replace"),
@@ -101,8 +104,10 @@ class _PartCollector:
 
 
 async def read_multipart(request: Request, *, per_file_limit: int, total_limit: int,
-                         max_parts: int, limit_name: str = "MAX_UPLOAD_BYTES") -> list[Upload]:
-    """Parse a multipart/form-data body in memory; 413 past `total_limit`, 400 when malformed."""
+                         max_parts: int, limit_name: str = "MAX_UPLOAD_BYTES",
+                         parts_name: str = "parts per upload") -> list[Upload]:
+    """Parse a multipart/form-data body in memory; 413 past `total_limit` or `max_parts`, 400
+    when malformed. `limit_name` / `parts_name` name the settings in the messages."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
@@ -111,7 +116,7 @@ async def read_multipart(request: Request, *, per_file_limit: int, total_limit: 
     if declared and declared.isdigit() and int(declared) > total_limit:
         raise ImageTooLarge(
             f"request body is {_mb(int(declared))}; limit is {_mb(total_limit)} ({limit_name})")
-    collector = _PartCollector(per_file_limit, max_parts)
+    collector = _PartCollector(per_file_limit, max_parts, parts_name)
     callbacks = {name: getattr(collector, name) for name in (
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
         "on_header_end", "on_headers_finished")}

@@ -1,14 +1,12 @@
-"""The model card (models/model.json): everything inference needs to know about model.onnx."""
+"""Builds the model card of a training run. The schema, validation, JSON form and sha256 live in
+cxr/card.py; this module only fills it in."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import re
-from pathlib import Path
 
-from service.imaging import PreprocessParams
+from cxr.card import ModelCard, Preprocessing, parse_card
+from cxr.imaging import PreprocessParams
 from training.config import TrainConfig
 
 INTENDED_USE = (
@@ -17,20 +15,6 @@ INTENDED_USE = (
     "Adults; PA/AP views."
 )
 DISCLAIMER = "Research demo, not for clinical use."
-
-
-_NUMBER_LIST = re.compile(r"\[\s*((?:-?[\d.eE+-]+|null)(?:,\s*(?:-?[\d.eE+-]+|null))*)\s*\]")
-
-
-def card_json(card: dict) -> str:
-    """Indented JSON, but each list of numbers on one line (the guard's matrix stays readable)."""
-    text = json.dumps(card, indent=2)
-    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def framework_versions(opset: int) -> dict[str, object]:
@@ -46,16 +30,16 @@ def framework_versions(opset: int) -> dict[str, object]:
 
 
 def build_card(*, cfg: TrainConfig, data: dict, metrics: dict, trust: dict, sha256: str,
-               opset: int, parity: dict, version: str, embedding_dim: int) -> dict:
-    """Assemble model.json following docs/contracts.md (later keys are additive)."""
+               opset: int, parity: dict, version: str, embedding_dim: int) -> ModelCard:
+    """Assemble model.json following docs/contracts.md (later keys are additive); validated."""
     s = cfg.image_size
-    return {
+    return parse_card({
         "name": "cxr-age-sex",
         "version": version,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "input": {"name": "image", "shape": [None, s, s, 1], "dtype": "float32", "layout": "NHWC",
                   "value_range": [0, 255]},
-        "preprocessing": PreprocessParams(size=s).to_card(),
+        "preprocessing": Preprocessing.of(PreprocessParams(size=s)).model_dump(),
         "outputs": [
             {"name": "age", "shape": [None, 1], "dtype": "float32", "unit": "years",
              "meaning": "predicted age in years"},
@@ -77,4 +61,4 @@ def build_card(*, cfg: TrainConfig, data: dict, metrics: dict, trust: dict, sha2
         "sha256": sha256,
         "intended_use": INTENDED_USE,
         "disclaimer": DISCLAIMER,
-    }
+    }, "model card being built")

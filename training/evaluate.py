@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.imaging import PreprocessParams
+from cxr.imaging import PreprocessParams
 from training.calibration import (
     conformal_quantiles,
     expected_calibration_error,

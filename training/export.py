@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.card import build_card, card_json, sha256_file
+from cxr.card import file_sha256, write_card
+from training.card import build_card
 from training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -111,10 +112,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, ver
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         onnx_path.write_bytes(onnx_bytes)
-        card = build_card(cfg=cfg, data=data, metrics=metrics, trust=trust, sha256=sha256_file(onnx_path),
+        card = build_card(cfg=cfg, data=data, metrics=metrics, trust=trust, sha256=file_sha256(onnx_path),
                           opset=opset, parity=parity, version=version,
                           embedding_dim=int(model.get_layer("features").output.shape[-1]))
-        (Path(tmp) / "model.json").write_text(card_json(card))
+        write_card(card, Path(tmp) / "model.json")
         shutil.move(onnx_path, out_dir / "model.onnx")
         shutil.move(Path(tmp) / "model.json", out_dir / "model.json")
     shutil.copy(out_dir / "model.json", run_dir / "model.json")

@@ -1,4 +1,4 @@
-"""Decode records into one uint8 array through service/imaging.py (the serving preprocessing)."""
+"""Decode records into one uint8 array through cxr/imaging.py (the serving preprocessing)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import ServiceError
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.errors import ImageError
+from cxr.imaging import PreprocessParams, preprocess_bytes
 from training.data import DataError, Record, report_skipped
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def load_images(records: list[Record], params: PreprocessParams, workers: int = 
     def one(record: Record) -> npt.NDArray[np.uint8] | str:
         try:
             return load_image(record, params)
-        except (ServiceError, OSError) as exc:
+        except (ImageError, OSError) as exc:
             return f"{record.path.name}: {getattr(exc, 'message', exc)}"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

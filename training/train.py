@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.imaging import PreprocessParams
+from cxr.imaging import PreprocessParams
 from training.config import TrainConfig
 from training.data import read_dataset
 from training.loading import load_images

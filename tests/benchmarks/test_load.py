@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from benchmarks.payloads import multipart_body, phantom_pngs
 from benchmarks.procs import ServerProcess, start_server
 from benchmarks.scenarios import run_level, soak
-from service.imaging import PreprocessParams
+from cxr.card import Preprocessing
 
 SIZE = 64
 
@@ -37,7 +37,7 @@ def write_tiny_model(model_dir: Path) -> None:
     card = {"name": "cxr-age-sex", "version": "0.0.1-bench", "created": "2026-11-25T21:00:00Z",
             "input": {"name": "image", "shape": [None, SIZE, SIZE, 1], "dtype": "float32",
                       "layout": "NHWC", "value_range": [0, 255]},
-            "preprocessing": PreprocessParams(size=SIZE).to_card(),
+            "preprocessing": Preprocessing(size=SIZE).model_dump(),
             "outputs": [{"name": "age", "shape": [None, 1], "dtype": "float32"},
                         {"name": "p_male", "shape": [None, 1], "dtype": "float32"}],
             "sha256": hashlib.sha256((model_dir / "model.onnx").read_bytes()).hexdigest()}

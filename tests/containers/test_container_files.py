@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Dockerfile → the first code it copies (after the dependencies, for the layer cache)
-DOCKERFILES = {"Dockerfile.serve": "COPY service/", "Dockerfile.train": "COPY service/",
+DOCKERFILES = {"Dockerfile.serve": "COPY cxr/", "Dockerfile.train": "COPY cxr/",
                "gateway_flask/Dockerfile": "COPY gateway_flask/"}
 PROD_ENV = {"API_KEYS": "k1,k2", "GATEWAY_API_KEY": "k1", "GATEWAY_SECRET_KEY": "s" * 32}
 
@@ -45,7 +45,7 @@ def test_scripts_parse(script: str) -> None:
 def test_dockerfiles_run_as_non_root_and_install_deps_before_code(dockerfile: str) -> None:
     text = (ROOT / dockerfile).read_text()
     final = text.split(" AS final", 1)[1]
-    users = re.findall(r"^USER\s+(\S+)", final, re.M)
+    users = re.findall(r"^USER\s+(\S+)", final, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
     # the venv comes from the deps stage, which saw only requirement files and wheels
     assert final.index("COPY --from=deps /opt/venv") < final.index(DOCKERFILES[dockerfile])
@@ -123,3 +123,10 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     path.write_text(json.dumps(rules))  # JSON is YAML
     result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_training_image_copies_the_core_whole_and_nothing_of_the_service() -> None:
+    text = (ROOT / "Dockerfile.train").read_text()
+    copies = re.findall(r"^COPY\s+(?!--from)(\S+)", text, re.MULTILINE)
+    assert "cxr/" in copies and "training/" in copies
+    assert not [c for c in copies if c.startswith("service")], copies

@@ -19,9 +19,9 @@ import uvicorn
 from onnx import TensorProto, helper
 from PIL import Image
 
+from cxr.card import Preprocessing
 from scripts.make_hostile_corpus import xray
 from service.app import create_app
-from service.imaging import PreprocessParams
 from service.lifecycle import Lifecycle
 from service.settings import Settings
 
@@ -79,7 +79,7 @@ def write_card(model_dir: Path, **overrides: object) -> dict:
         "name": "cxr-age-sex", "version": "0.0.1-test", "created": "2026-11-25T21:00:00Z",
         "input": {"name": "image", "shape": [None, SIZE, SIZE, 1], "dtype": "float32",
                   "layout": "NHWC", "value_range": [0, 255]},
-        "preprocessing": PreprocessParams(size=SIZE).to_card(),
+        "preprocessing": Preprocessing(size=SIZE).model_dump(),
         "outputs": [{"name": "age", "shape": [None, 1], "dtype": "float32", "unit": "years"},
                     {"name": "p_male", "shape": [None, 1], "dtype": "float32"}],
         "sha256": digest, "disclaimer": "Test model.",

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, HTJ2KLossless, JPEG2000Lossless, generate_uid
 
 from .conftest import encode, xray_array
 from .test_predict import direct_ort
@@ -66,9 +66,10 @@ def post(server, data: bytes, filename: str = "x.png") -> httpx.Response:
     (encode(np.full((1, 1), 128, np.uint8)), 422, "1×1"),
     (encode(np.full((20, 300), 128, np.uint8)), 422, "300×20"),
     (dicom_bytes(None), 422, "no pixel data"),
-    # no JPEG-LS decoder is installed: 415 naming the syntax
-    (dicom_bytes((xray_array(64, 64) * 16).astype(np.uint16), syntax=JPEGLSLossless), 415,
-     "1.2.840.10008.1.2.4.80"),
+    # no HTJ2K decoder is installed (pyjpegls, which highdicom brings, reads JPEG-LS only): 415
+    # naming the syntax
+    (dicom_bytes((xray_array(64, 64) * 16).astype(np.uint16), syntax=HTJ2KLossless), 415,
+     "1.2.840.10008.1.2.4.201"),
     # Pillow decodes JPEG 2000, so junk in that syntax is corrupt data, not a missing decoder
     (dicom_bytes((xray_array(64, 64) * 16).astype(np.uint16), syntax=JPEG2000Lossless), 422,
      "1.2.840.10008.1.2.4.90) is corrupt"),

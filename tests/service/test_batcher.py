@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.batcher import Batcher
-from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, Overloaded
+from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady
 
 
 class Recorder:
@@ -45,16 +45,16 @@ def run(coro):
 
 def test_parameters_validated() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
-        Batcher(double, max_batch_size=0, max_wait_ms=1, max_queue=4)
+        Batcher(double, max_batch_size=0, max_wait_ms=1)
     with pytest.raises(ValueError, match="max_wait_ms"):
-        Batcher(double, max_batch_size=1, max_wait_ms=-1, max_queue=4)
+        Batcher(double, max_batch_size=1, max_wait_ms=-1)
 
 
 def test_concurrent_items_batch_and_keep_their_rows() -> None:
     obs = Recorder()
 
     async def main():
-        b = Batcher(double, max_batch_size=4, max_wait_ms=50, max_queue=64, observer=obs)
+        b = Batcher(double, max_batch_size=4, max_wait_ms=50, observer=obs)
         await b.start()
         results = await asyncio.gather(*(b.submit(x, timeout_s=5) for x in rows(*range(10))))
         await b.close(1)
@@ -69,7 +69,7 @@ def test_single_item_flushes_after_max_wait_not_later() -> None:
     obs = Recorder()
 
     async def main():
-        b = Batcher(double, max_batch_size=8, max_wait_ms=20, max_queue=8, observer=obs)
+        b = Batcher(double, max_batch_size=8, max_wait_ms=20, observer=obs)
         await b.start()
         r = await b.submit(rows(1)[0], timeout_s=5)
         await b.close(1)
@@ -91,7 +91,7 @@ def test_big_item_runs_as_one_batch_and_priority_orders() -> None:
         return double(x)
 
     async def main():
-        b = Batcher(slow, max_batch_size=2, max_wait_ms=0, max_queue=100, observer=obs)
+        b = Batcher(slow, max_batch_size=2, max_wait_ms=0, observer=obs)
         await b.start()
         first = asyncio.create_task(b.submit(rows(0)[0], timeout_s=5))
         await asyncio.sleep(0.05)  # first batch is now blocked in compute
@@ -110,33 +110,6 @@ def test_big_item_runs_as_one_batch_and_priority_orders() -> None:
     assert obs.sizes == [1, 1, 5]
 
 
-def test_queue_full_raises_overloaded_with_retry_after() -> None:
-    gate = threading.Event()
-    obs = Recorder()
-
-    def blocked(x):
-        gate.wait(5)
-        return double(x)
-
-    async def main():
-        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0, max_queue=2, observer=obs)
-        await b.start()
-        running = asyncio.create_task(b.submit(rows(1)[0], timeout_s=5))
-        await asyncio.sleep(0.05)
-        queued = [asyncio.create_task(b.submit(x, timeout_s=5)) for x in rows(2, 3)]
-        await asyncio.sleep(0.01)
-        with pytest.raises(Overloaded) as info:
-            await b.submit(rows(4)[0], timeout_s=5)
-        gate.set()
-        done = await asyncio.gather(running, *queued)
-        await b.close(1)
-        return info.value, done
-
-    exc, done = run(main())
-    assert exc.retry_after_s >= 1 and "queue is full" in exc.message
-    assert len(done) == 3 and obs.rejections == ["queue_full"]
-
-
 def test_deadline_expired_items_are_dropped_before_compute() -> None:
     gate = threading.Event()
     computed: list[float] = []
@@ -148,7 +121,7 @@ def test_deadline_expired_items_are_dropped_before_compute() -> None:
         return double(x)
 
     async def main():
-        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0, max_queue=10, observer=obs)
+        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0, observer=obs)
         await b.start()
         running = asyncio.create_task(b.submit(rows(1)[0], timeout_s=5))
         await asyncio.sleep(0.05)
@@ -174,7 +147,7 @@ def test_compute_failure_fails_whole_batch_then_recovers() -> None:
         return double(x)
 
     async def main():
-        b = Batcher(flaky, max_batch_size=4, max_wait_ms=30, max_queue=10)
+        b = Batcher(flaky, max_batch_size=4, max_wait_ms=30)
         await b.start()
         bad = await asyncio.gather(*(b.submit(x, timeout_s=5) for x in rows(1, 99, 2)),
                                    return_exceptions=True)
@@ -189,8 +162,7 @@ def test_compute_failure_fails_whole_batch_then_recovers() -> None:
 
 def test_wrong_output_length_is_a_failure() -> None:
     async def main():
-        b = Batcher(lambda x: {"y": np.zeros((len(x) + 1, 1))}, max_batch_size=2, max_wait_ms=0,
-                    max_queue=4)
+        b = Batcher(lambda x: {"y": np.zeros((len(x) + 1, 1))}, max_batch_size=2, max_wait_ms=0)
         await b.start()
         with pytest.raises(InferenceFailed, match="rows for a batch of 1"):
             await b.submit(rows(1)[0], timeout_s=5)
@@ -205,7 +177,7 @@ def test_close_drains_queued_work_then_refuses() -> None:
         return double(x)
 
     async def main():
-        b = Batcher(slowish, max_batch_size=1, max_wait_ms=0, max_queue=10)
+        b = Batcher(slowish, max_batch_size=1, max_wait_ms=0)
         await b.start()
         pending = [asyncio.create_task(b.submit(x, timeout_s=5)) for x in rows(1, 2, 3, 4)]
         await asyncio.sleep(0.01)
@@ -224,7 +196,7 @@ def test_flushes_at_once_when_nothing_else_is_coming() -> None:
     coming = {"n": 0}
 
     async def main():
-        b = Batcher(double, max_batch_size=8, max_wait_ms=2000, max_queue=8, observer=obs,
+        b = Batcher(double, max_batch_size=8, max_wait_ms=2000, observer=obs,
                     nothing_coming=lambda: coming["n"] == 0)
         await b.start()
         start = time.monotonic()
@@ -254,7 +226,7 @@ def test_cancelled_waiter_is_not_computed() -> None:
         return double(x)
 
     async def main():
-        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0, max_queue=10)
+        b = Batcher(blocked, max_batch_size=1, max_wait_ms=0)
         await b.start()
         running = asyncio.create_task(b.submit(rows(1)[0], timeout_s=5))
         await asyncio.sleep(0.05)

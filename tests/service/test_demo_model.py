@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
 
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.imaging import preprocess_bytes
 from service.model import load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def images() -> list[bytes]:
 
 def test_card_and_model_agree(demo) -> None:
     assert demo.input_name == "image" and {"age", "p_male"} <= set(demo.output_names)
-    assert demo.card["sha256"] and demo.card["preprocessing"]["size"] == demo.params.size
+    assert demo.card.sha256 and demo.card.preprocessing.size == demo.params.size
 
 
 def test_demo_model_served_equals_direct_ort(serve, settings_for, demo, images) -> None:
@@ -46,7 +46,7 @@ def test_demo_model_served_equals_direct_ort(serve, settings_for, demo, images) 
     for data in images:
         r = httpx.post(f"{srv.url}/v1/predict", files={"file": ("x.png", data)})
         assert r.status_code == 200, r.text
-        x = preprocess_bytes(data, PreprocessParams.from_card(demo.card["preprocessing"]))[None]
+        x = preprocess_bytes(data, demo.card.params)[None]
         age, p_male = session.run(["age", "p_male"], {"image": x})
         body = r.json()
         assert body["age_years"] == pytest.approx(float(age[0, 0]), abs=1e-3)
@@ -61,7 +61,7 @@ def test_demo_model_served_equals_direct_ort(serve, settings_for, demo, images) 
 
 
 def test_demo_model_trust_fields(serve, settings_for, demo) -> None:
-    if "input_guard" not in demo.card or not NIH.is_dir():
+    if demo.card.input_guard is None or not NIH.is_dir():
         pytest.skip("card has no input_guard section, or the NIH sample is absent")
     from .conftest import encode
 

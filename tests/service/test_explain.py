@@ -14,8 +14,8 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
+from cxr.imaging import PreprocessParams, preprocess_bytes
 from service import explain
-from service.imaging import PreprocessParams, preprocess_bytes
 
 from .conftest import SIZE, encode, write_card, xray_array
 

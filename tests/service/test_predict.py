@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.imaging import PreprocessParams, preprocess_bytes
 
 from .conftest import SIZE, encode, xray_array
 

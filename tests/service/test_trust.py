@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.imaging import PreprocessParams, preprocess_bytes
 
 from .conftest import SIZE, encode, make_model_dir, write_card, xray_array
 from .test_batching import scrape
@@ -65,10 +65,10 @@ def test_strict_guard_refuses_with_422(serve, settings_for, trust_model_dir) -> 
 
 
 def test_interval_clipped_and_absent_without_card_section(server, settings_for) -> None:
-    from service.trust import AgeInterval
+    from cxr.card import AgeInterval
 
-    assert AgeInterval({"0.9": 10.0}).around(115.0) == [105.0, 120.0]
-    assert AgeInterval({"0.9": 10.0}).around(3.0) == [0.0, 13.0]
+    assert AgeInterval(quantiles={"0.9": 10.0}).around(115.0) == [105.0, 120.0]
+    assert AgeInterval(quantiles={"0.9": 10.0}).around(3.0) == [0.0, 13.0]
     body = httpx.post(f"{server.url}/v1/predict", content=encode(xray_array())).json()
     assert "age_interval_90" not in body and body["warnings"] == []
 

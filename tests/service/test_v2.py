@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.imaging import PreprocessParams, preprocess_bytes
 
 from .conftest import SIZE, encode, xray_array
 from .test_predict import direct_ort

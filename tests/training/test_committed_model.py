@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.card import Preprocessing
+from cxr.imaging import PreprocessParams, preprocess_bytes
 from training.calibration import mahalanobis
 from training.phantom import generate_phantom, phantom_png
 
@@ -60,7 +61,7 @@ def _images(size: int) -> np.ndarray:
 
 
 def test_outputs_have_documented_ranges(card, session):
-    params = PreprocessParams.from_card(card["preprocessing"])
+    params = Preprocessing.model_validate(card["preprocessing"]).params()
     out = run(session, _images(params.size))
     assert out["age"].shape == out["p_male"].shape == (32, 1)
     assert out["age"].dtype == np.float32 and out["p_male"].dtype == np.float32

@@ -16,7 +16,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.imaging import PreprocessParams, preprocess_bytes
+from cxr.card import Preprocessing
+from cxr.imaging import PreprocessParams, preprocess_bytes
 from training.metrics import roc_auc
 from training.phantom import generate_phantom, phantom_png
 
@@ -62,7 +63,7 @@ def test_card_and_artifact(run):
     assert card["input"] == {"name": "image", "shape": [None, 64, 64, 1], "dtype": "float32",
                              "layout": "NHWC", "value_range": [0, 255]}
     assert [o["name"] for o in card["outputs"]] == ["age", "p_male", "embedding"]
-    assert PreprocessParams.from_card(card["preprocessing"]) == PreprocessParams(size=64)
+    assert Preprocessing.model_validate(card["preprocessing"]).params() == PreprocessParams(size=64)
     assert card["frameworks"]["onnx_opset"] >= 17
     assert card["export_parity"]["images"] >= 32
     assert max(card["export_parity"]["max_abs_diff"].values()) <= 1e-4

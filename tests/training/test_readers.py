@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from service.imaging import PreprocessParams
+from cxr.imaging import PreprocessParams
 from training.data import (
     DataError,
     detect_format,

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.trust import AgeInterval
+from cxr.card import AgeInterval
 
 from .conftest import predict_many
 
@@ -50,7 +50,7 @@ def test_unknown_level_is_a_400_naming_it(demo_url, nih, query, named) -> None:
 
 
 def test_lower_bound_clamped_at_zero() -> None:
-    interval = AgeInterval({"0.9": 18.0})
+    interval = AgeInterval(quantiles={"0.9": 18.0})
     assert interval.around(5.0) == [0.0, 23.0]
     assert interval.around(110.0) == [92.0, 120.0]
 

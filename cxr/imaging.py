@@ -1,7 +1,7 @@
 """Bytes → one clean grey image → the model's input tensor. The only implementation.
 
-Training (training/data.py) and serving (service/) both call `preprocess_bytes` /
-`preprocess_array`, so the two paths cannot drift. Pure functions: no I/O, no globals, no web
+Training (training/loading.py) and serving (service/engine.py) both call `decode` /
+`preprocess_array` (or `preprocess_bytes`), so the two paths cannot drift. Pure functions: no I/O, no globals, no web
 framework. Intensity normalisation is *not* done here: the tensor holds grey levels 0–255 as
 float32 and the model graph rescales them (a Rescaling layer), so model.onnx is self-describing.
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from cxr.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 
 PREPROCESSING_ID = "cxr-gray-crop-letterbox-v1"
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -36,24 +36,14 @@ DICOM_MAGIC_OFFSET = 128
 
 @dataclass(frozen=True)
 class PreprocessParams:
-    """Everything that defines the tensor; stored in the model card under `preprocessing`."""
+    """Everything that defines the tensor; stored in the model card under `preprocessing`
+    (cxr/card.py converts both ways)."""
 
     size: int = 256  # output is size × size, one channel
     border_threshold: int = 10  # grey level at or below which an edge row/column counts as padding
     border_min_fraction: float = 0.02  # share of pixels above threshold that makes a row content
     resample: str = "bilinear"
 
-    def to_card(self) -> dict[str, object]:
-        return {"id": PREPROCESSING_ID, **asdict(self)}
-
-    @classmethod
-    def from_card(cls, card: dict[str, object]) -> PreprocessParams:
-        if card.get("id") != PREPROCESSING_ID:
-            raise ValueError(
-                f"preprocessing id {card.get('id')!r} is not supported; expected {PREPROCESSING_ID!r}"
-            )
-        fields = {k: card[k] for k in ("size", "border_threshold", "border_min_fraction", "resample") if k in card}
-        return cls(**fields)  # type: ignore[arg-type]
 
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -70,10 +60,6 @@ _MAGIC: list[tuple[bytes, str]] = [
     (b"%PDF", "pdf"),
 ]
 SUPPORTED_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "dicom")
-MEDIA_TYPES = {
-    "png": "image/png", "jpeg": "image/jpeg", "tiff": "image/tiff", "bmp": "image/bmp",
-    "webp": "image/webp", "dicom": "application/dicom",
-}
 
 
 def sniff_format(data: bytes) -> str:
@@ -99,33 +85,37 @@ def sniff_format(data: bytes) -> str:
         return "unknown binary data"
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 min_side: int = MIN_IMAGE_SIDE) -> npt.NDArray[np.uint8]:
-    """Decode any supported file to a 2-D uint8 grey image (H, W); raise a ServiceError if not."""
-    return _decode(data, max_pixels, min_side, measure_colour=False)[0]
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded file: the grey image and what the input guard needs to know of the source."""
+
+    gray: npt.NDArray[np.uint8]  # (H, W)
+    format: str  # one of SUPPORTED_FORMATS
+    colourfulness: float  # of the source before grey conversion (see colourfulness); 0 for grey
 
 
-def decode_image_with_colour(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                             min_side: int = MIN_IMAGE_SIDE) -> tuple[npt.NDArray[np.uint8], float]:
-    """Like decode_image, plus the source's colourfulness (0 for grey files; see colourfulness)."""
-    return _decode(data, max_pixels, min_side, measure_colour=True)
-
-
-def _decode(data: bytes, max_pixels: int, min_side: int,
-            measure_colour: bool) -> tuple[npt.NDArray[np.uint8], float]:
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+           min_side: int = MIN_IMAGE_SIDE) -> Decoded:
+    """Decode any supported file to one grey image; raise an ImageError naming the problem."""
     fmt = sniff_format(data)
     if fmt not in SUPPORTED_FORMATS:
         raise UnsupportedMediaType(
             f"not a supported image (found {fmt}); send PNG, JPEG, TIFF, BMP, WebP or DICOM"
         )
     if fmt == "dicom":
-        gray, colour = _decode_dicom(data, max_pixels, measure_colour)
+        gray, colour = _decode_dicom(data, max_pixels)
     else:
-        gray, colour = _decode_pillow(data, fmt, max_pixels, measure_colour)
+        gray, colour = _decode_pillow(data, fmt, max_pixels)
     h, w = gray.shape
     if min(h, w) < min_side:
         raise InvalidImage(f"image is {w}×{h} pixels; the smallest side must be at least {min_side}")
-    return gray, colour
+    return Decoded(gray, fmt, colour)
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 min_side: int = MIN_IMAGE_SIDE) -> npt.NDArray[np.uint8]:
+    """decode(...).gray: the 2-D uint8 grey image (H, W)."""
+    return decode(data, max_pixels=max_pixels, min_side=min_side).gray
 
 
 COLOUR_SAMPLE_SIDE = 128  # colourfulness is a global statistic: a small sample measures it
@@ -160,8 +150,7 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _decode_pillow(data: bytes, fmt: str, max_pixels: int,
-                   measure_colour: bool = False) -> tuple[npt.NDArray[np.uint8], float]:
+def _decode_pillow(data: bytes, fmt: str, max_pixels: int) -> tuple[npt.NDArray[np.uint8], float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -178,7 +167,7 @@ def _decode_pillow(data: bytes, fmt: str, max_pixels: int,
             warnings.simplefilter("ignore")
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # in place: a copy costs ~1 ms at 1024²
-            return _pil_to_gray(img), _pil_colourfulness(img) if measure_colour else 0.0
+            return _pil_to_gray(img), _pil_colourfulness(img)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImage(f"{fmt.upper()} data is corrupt or truncated: {exc}") from None
 
@@ -211,8 +200,7 @@ def _stretch_to_uint8(a: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     return np.clip((a - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _decode_dicom(data: bytes, max_pixels: int,
-                  measure_colour: bool = False) -> tuple[npt.NDArray[np.uint8], float]:
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[npt.NDArray[np.uint8], float]:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -246,8 +234,7 @@ def _decode_dicom(data: bytes, max_pixels: int,
 
             pixels = convert_color_space(pixels, photometric, "RGB")
         img = Image.fromarray(np.ascontiguousarray(pixels).astype(np.uint8), "RGB")
-        colour = _pil_colourfulness(img) if measure_colour else 0.0
-        return np.asarray(img.convert("L"), dtype=np.uint8), colour
+        return np.asarray(img.convert("L"), dtype=np.uint8), _pil_colourfulness(img)
     values = apply_modality_lut(pixels, ds)
     values = apply_voi_lut(values, ds)
     gray = _stretch_to_uint8(np.asarray(values, dtype=np.float32))
@@ -300,7 +287,7 @@ def preprocess_array(gray: npt.NDArray[np.uint8], params: PreprocessParams) -> n
 
 def preprocess_bytes(data: bytes, params: PreprocessParams, *,
                      max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.float32]:
-    """Encoded file → model input tensor (size, size, 1) float32. Raises ServiceError subclasses."""
+    """Encoded file → model input tensor (size, size, 1) float32. Raises ImageError subclasses."""
     return preprocess_array(decode_image(data, max_pixels=max_pixels), params)
 
 

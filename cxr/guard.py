@@ -1,19 +1,23 @@
-"""Image-level input guard: does this file look like a chest radiograph at all?
+"""Input guard: does this file look like the chest radiographs the model was trained on?
 
-Four cheap checks on the decoded image (the embedding-distance check lives in service/trust.py):
-strongly coloured sources, extreme aspect ratios of the content, near-constant images, and images
-without spatial structure (noise, small print). Each failed check becomes a warning with a code and a human sentence.
-Pure numpy; no web framework.
+Four cheap checks on the decoded image — strongly coloured sources, extreme aspect ratios of the
+content, near-constant images, images without spatial structure (noise, small print) — and one on
+the model's output: the Mahalanobis distance of its `embedding` from the training images'
+(statistics and threshold from the card, `EmbeddingGuard`). Each failed check becomes a warning
+with a code and a human sentence. Pure numpy; no web framework.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from service import imaging
+from cxr import imaging
+from cxr.card import InputGuardStats
 
 # Hasler–Süsstrunk scale: ~15 "slightly", ~33 "moderately colourful". A sepia or tinted scan of
 # an X-ray film stays below 20; photographs, charts and slides are far above.
@@ -32,6 +36,7 @@ COLOUR_IMAGE = "colour_image"
 EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
 NEAR_CONSTANT = "near_constant"
 NOISE_LIKE_IMAGE = "noise_like_image"
+UNUSUAL_INPUT = "unusual_input"
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,39 @@ def check(facts: ImageFacts) -> list[dict[str, str]]:
     return found
 
 
-def preprocess_inspected(data: bytes, params: imaging.PreprocessParams, *,
-                         max_pixels: int = imaging.DEFAULT_MAX_PIXELS
-                         ) -> tuple[npt.NDArray[np.float32], ImageFacts]:
-    """preprocess_bytes plus the guard's facts, from a single decode."""
-    gray, colour = imaging.decode_image_with_colour(data, max_pixels=max_pixels)
-    return imaging.preprocess_array(gray, params), measure(gray, colour, params)
+def inspect_image(decoded: imaging.Decoded, params: imaging.PreprocessParams
+            ) -> tuple[npt.NDArray[np.float32], list[dict[str, str]]]:
+    """The model input and the image-level warnings, from one decode."""
+    facts = measure(decoded.gray, decoded.colourfulness, params)
+    return imaging.preprocess_array(decoded.gray, params), check(facts)
+
+
+@dataclass(frozen=True)
+class EmbeddingGuard:
+    """Mahalanobis distance of the model's embedding from the training images' embeddings."""
+
+    output: str
+    mean: npt.NDArray[np.float64]
+    inv_cov: npt.NDArray[np.float64]
+    threshold: float
+
+    @classmethod
+    def of(cls, stats: InputGuardStats) -> EmbeddingGuard:
+        return cls(stats.embedding_output, np.asarray(stats.mean, dtype=np.float64),
+                   np.asarray(stats.inv_cov, dtype=np.float64), float(stats.threshold))
+
+    def distance(self, embedding: npt.NDArray[Any]) -> float:
+        """sqrt((e − mean)ᵀ · inv_cov · (e − mean)) for one embedding row."""
+        diff = np.asarray(embedding, dtype=np.float64).reshape(-1) - self.mean
+        return float(math.sqrt(max(0.0, float(diff @ self.inv_cov @ diff))))
+
+    def check(self, outputs: dict[str, npt.NDArray[Any]], row: int) -> dict[str, str] | None:
+        """A warning when this row's input is far from the training images, else None."""
+        if self.output not in outputs:
+            return None
+        d = self.distance(outputs[self.output][row])
+        if d <= self.threshold:
+            return None
+        return {"code": UNUSUAL_INPUT, "message": (
+            f"this image is unlike the chest X-rays the model was trained on (distance {d:.1f}, "
+            f"threshold {self.threshold:.1f}); treat the prediction with caution")}

@@ -1,9 +1,16 @@
-"""`python -m benchmarks.quantize`: opt-in INT8 static QDQ quantisation of model.onnx, with its
+"""`python -m training.quantize`: opt-in INT8 static QDQ quantisation of model.onnx, with its
 speed-up and accuracy change on the run's test split.
 
 Calibration uses real images of the run's *training* split (never the test split), decoded by
-service/imaging.py exactly as the service decodes them. The INT8 model and a card carrying its
+cxr/imaging.py exactly as the service decodes them. The INT8 model and a card carrying its
 own sha256 and metrics go to --out; serve it with `MODEL_DIR=<out> python -m service`.
+
+Weights are UINT8 like the activations (U8U8): x86-64 CPUs without VNNI run ORT's fused U8S8
+kernels through VPMADDUBSW, whose int16 sums saturate (measured on such a CPU: max |Δ| 0.56 with
+the fused kernels vs 0.13 node by node). U8U8 kernels widen to int16 first and do not saturate;
+on a VNNI CPU U8U8 and U8S8 gave the same error here (0.133), while 7-bit `reduce_range` weights
+were 3× worse (0.434). Accuracy can still differ between CPUs, so the report and the INT8 card
+record which CPU features measured it: rerun this on the serving machine before switching.
 """
 
 from __future__ import annotations
@@ -29,13 +36,13 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from service.imaging import PreprocessParams
-from service.model import file_sha256, session_options
+from cxr.card import file_sha256, load_card, write_card
+from cxr.runtime import session_options
 from training.loading import load_images
 from training.metrics import all_metrics
 from training.splits import read_split
 
-logger = logging.getLogger("benchmarks.quantize")
+logger = logging.getLogger("training.quantize")
 MAE_TOLERANCE = 0.2  # years: the issue's bar for shipping INT8 by default
 AUC_TOLERANCE = 0.005
 
@@ -51,20 +58,34 @@ class ImageReader(CalibrationDataReader):
         return next(self._batches, None)
 
 
-def find_run(card: dict[str, Any]) -> Path:
+def cpu_features() -> dict[str, Any]:
+    """What decides which INT8 kernels ORT runs here (x86-64 flags from /proc/cpuinfo)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        flags = set()
+    return {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")}
+
+
+def find_run(sha256: str) -> Path:
     """The run whose exported card has the served model's sha256 (export copies it there)."""
     for path in Path("runs").glob("*/model.json"):
         try:
-            if json.loads(path.read_text()).get("sha256") == card["sha256"]:
+            if json.loads(path.read_text()).get("sha256") == sha256:
                 return path.parent
         except (OSError, ValueError):
             continue
     raise SystemExit("error: no runs/*/model.json matches the model's sha256; pass --run-dir")
 
 
-def predict(model: Path, x: npt.NDArray[np.float32], threads: int = 1) -> dict[str, npt.NDArray[Any]]:
-    """age and p_male for every row, through ORT with the service's session options."""
-    session = ort.InferenceSession(str(model), sess_options=session_options(threads),
+def predict(model: Path, x: npt.NDArray[np.float32], threads: int = 1, *,
+            fused: bool = True) -> dict[str, npt.NDArray[Any]]:
+    """age and p_male for every row, through ORT with the service's session options (or with
+    graph optimisation off: `fused=False` runs the QDQ graph node by node)."""
+    opts = session_options(threads)
+    if not fused:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model), sess_options=opts,
                                    providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     outs = [session.run(names, {"image": x[i:i + 64]}) for i in range(0, len(x), 64)]
@@ -86,19 +107,20 @@ def speed(model: Path, size: int, batch: int, seconds: float = 2.0) -> dict[str,
 
 
 def quantize(model: Path, out: Path, calibration: npt.NDArray[np.uint8]) -> None:
-    """Static QDQ: INT8 weights per channel, UINT8 activations, min-max calibrated."""
+    """Static QDQ: UINT8 weights per channel and UINT8 activations (U8U8, see above), min-max
+    calibrated."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out), ImageReader(calibration, "image"),
                         quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Quantise, evaluate both models on the test split, time both, write --out."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.quantize", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.quantize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=Path("models"))
     p.add_argument("--run-dir", type=Path, help="training run with split.csv (default: found by sha256)")
@@ -106,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-images", type=int, default=256)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    card = json.loads((args.model_dir / "model.json").read_text())
-    params = PreprocessParams.from_card(card["preprocessing"])
-    run_dir = args.run_dir or find_run(card)
+    typed = load_card(args.model_dir / "model.json")
+    card = typed.public()
+    params = typed.params
+    run_dir = args.run_dir or find_run(typed.sha256)
     records, names = read_split(run_dir / "split.csv")
     split_of = {r.path: s for r, s in zip(records, names, strict=True)}
     images, kept = load_images(records, params)
@@ -125,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     quantize(fp32, int8, calib)
     x = images[..., None].astype(np.float32)
     report: dict[str, Any] = {"run_dir": str(run_dir), "calibration_images": len(calib),
-                              "method": "onnxruntime static QDQ, per-channel INT8 weights, "
-                                        "UINT8 activations, MinMax calibration", "models": {}}
+                              "method": "onnxruntime static QDQ, per-channel UINT8 weights, "
+                                        "UINT8 activations (U8U8), MinMax calibration",
+                              "measured_on_cpu": cpu_features(), "models": {}}
     for label, path in (("fp32", fp32), ("int8", int8)):
         pred = predict(path, x)
         metrics = {s: all_metrics(age[split == s], male[split == s], pred["age"][split == s, 0],
@@ -145,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                          else "accuracy moves past tolerance: opt-in only")
     int8_card = {**card, "version": f"{card['version']}-int8", "sha256": file_sha256(int8),
                  "metrics": {**card.get("metrics", {}), **q["metrics"]},
-                 "quantization": {k: report[k] for k in ("method", "calibration_images",
+                 "quantization": {k: report[k] for k in ("method", "calibration_images", "measured_on_cpu",
                                                          "change_test", "speedup", "verdict")}}
-    (args.out / "model.json").write_text(json.dumps(int8_card, indent=2) + "\n")
+    write_card(int8_card, args.out / "model.json")
     (args.out / "quantize_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'':10}{'age MAE':>10}{'sex AUC':>10}{'ms/row b1':>11}{'ms/row b16':>12}{'MB':>7}")
     for label, m in report["models"].items():
