@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-REQS   := $(wildcard requirements/*.txt)
+REQS   := requirements/dev.lock
 
 .PHONY: setup system-deps test test-all e2e bench demo-model serve web clean
 
@@ -11,8 +11,7 @@ setup: $(STAMP) system-deps
 
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements/dev.lock
 	touch $(STAMP)
 
 # Debian packages the tests drive for real: chromium (browser test), promtool (metrics lint).

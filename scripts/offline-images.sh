@@ -84,17 +84,10 @@ resolve_base() {
   echo "$LOCAL_BASE"
 }
 
-# Requirements files a target installs (its own + the files it includes with -r).
-req_files() {
-  local f=requirements/$1.txt
-  echo "$f"
-  sed -n 's/^-r[[:space:]]*//p' "$f" | while read -r inc; do echo "requirements/$inc"; done
-}
-
 # Downloads the target's wheels unless the wheelhouse already matches its requirements.
 fill_wheelhouse() {
   local target=$1 dir=$WHEELHOUSE/$1 stamp digest
-  digest=$(req_files "$target" | xargs cat | sha256sum | cut -d' ' -f1)
+  digest=$(sha256sum "requirements/$target.lock" | cut -d' ' -f1)
   stamp=$dir/.requirements.sha256
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
     log "wheelhouse $dir is current"; return
@@ -107,15 +100,15 @@ fill_wheelhouse() {
   "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: \
     "${platforms[@]}" --platform manylinux2014_x86_64 \
     --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
-    -d "$dir" -r "requirements/$target.txt"
+    -d "$dir" --require-hashes -r "requirements/$target.lock"
   echo "$digest" >"$stamp"
 }
 
 # The build context of each image: only what its Dockerfile copies (plus its wheels).
 declare -A CONTEXT=(
-  [serve]="Dockerfile.serve requirements service models"
+  [serve]="Dockerfile.serve requirements cxr service models"
   [web]="gateway_flask requirements"
-  [train]="Dockerfile.train requirements service training deploy/train-entrypoint.sh"
+  [train]="Dockerfile.train requirements cxr training deploy/train-entrypoint.sh"
 )
 
 # Streams the image's small context as a tar: the wheelhouse appears in it as .ctx-wheels/.
