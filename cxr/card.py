@@ -18,13 +18,18 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cxr.imaging import PREPROCESSING_ID, PreprocessParams
+# Only pydantic at import time: the web app validates the card without the imaging stack.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from cxr.imaging import PreprocessParams
+
+PREPROCESSING_ID = "cxr-gray-crop-letterbox-v1"  # cxr.imaging.PREPROCESSING_ID (a test pins both)
 
 AGE_DISPLAY_RANGE = (0.0, 120.0)  # every age interval is clipped to this, in one place (bounds)
 
@@ -62,6 +67,8 @@ class Preprocessing(_Section):
                    border_min_fraction=params.border_min_fraction, resample=params.resample)
 
     def params(self) -> PreprocessParams:
+        from cxr.imaging import PreprocessParams
+
         return PreprocessParams(size=self.size, border_threshold=self.border_threshold,
                                 border_min_fraction=self.border_min_fraction,
                                 resample=self.resample)
@@ -100,6 +107,8 @@ class AgeInterval(_Section):
     def bounds(self, ages: npt.ArrayLike, level: str = "0.9") -> npt.NDArray[np.float64] | None:
         """(N, 2) [low, high] years for each age, clipped to AGE_DISPLAY_RANGE; None without
         this level. The one place intervals are computed (/v1 JSON and OIP v2 tensors)."""
+        import numpy as np
+
         q = self.quantiles.get(level)
         if q is None:
             return None

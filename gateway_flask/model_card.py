@@ -1,10 +1,16 @@
-"""The API's model card → what the model page shows (labels, formatted metrics, baselines)."""
+"""The API's model card → what the model page shows (labels, formatted metrics, baselines).
+
+The card is validated with the one schema (`cxr.card`); a card that does not fit it (an API of
+another version) still renders what it can, with the problem named on the page.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from cxr.card import CardError, parse_card
 
 # key → (label, format, which direction is better). Sensitivity and specificity have no direction
 # here: a constant "always male" baseline scores 100 % on one of them, which is not "better".
@@ -50,10 +56,17 @@ class CardView:
     preprocessing: str
     sha256: str
     trust: list[tuple[str, str]]  # (what, measured value) for intervals, calibration, guard
+    problem: str = ""  # why the card does not fit cxr.card's schema (empty when it does)
 
 
 def present_card(card: Mapping[str, Any]) -> CardView:
     """Pick and format the card's fields for model.html."""
+    try:
+        typed = parse_card(dict(card), "the API's model card")
+    except CardError as exc:
+        typed, problem = None, str(exc)
+    else:
+        card, problem = typed.public(), ""
     training = _mapping(card.get("training_data"))
     metrics = _mapping(card.get("metrics"))
     baselines = _mapping(metrics.get("baselines"))
@@ -75,6 +88,7 @@ def present_card(card: Mapping[str, Any]) -> CardView:
         preprocessing=", ".join(f"{k} {v}" for k, v in pre.items()),
         sha256=str(card.get("sha256", "")),
         trust=trust_facts(card),
+        problem=problem,
     )
 
 

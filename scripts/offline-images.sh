@@ -107,7 +107,7 @@ fill_wheelhouse() {
 # The build context of each image: only what its Dockerfile copies (plus its wheels).
 declare -A CONTEXT=(
   [serve]="Dockerfile.serve requirements cxr service models"
-  [web]="gateway_flask requirements"
+  [web]="gateway_flask requirements cxr"
   [train]="Dockerfile.train requirements cxr training deploy/train-entrypoint.sh"
 )
 

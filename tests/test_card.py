@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cxr import card as card_module
 from cxr import imaging
 from cxr.card import CardError, ModelCard, Preprocessing, card_json, load_card, write_card
 from cxr.imaging import PreprocessParams
@@ -90,7 +91,16 @@ def test_missing_or_broken_file_named(tmp_path: Path) -> None:
 def test_preprocessing_converts_both_ways() -> None:
     params = PreprocessParams(size=128, border_threshold=12, resample="area")
     assert Preprocessing.of(params).params() == params
-    assert Preprocessing(size=64).id == imaging.PREPROCESSING_ID
+    assert Preprocessing(size=64).id == imaging.PREPROCESSING_ID == card_module.PREPROCESSING_ID
+
+
+def test_card_module_needs_only_pydantic() -> None:
+    """The web app reads the card without numpy, Pillow or pydicom in its image."""
+    code = ("import sys, cxr.card; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'numpy', 'PIL', 'pydicom', 'onnxruntime'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
 
 
 def test_core_imports_no_web_framework_and_no_tensorflow() -> None:

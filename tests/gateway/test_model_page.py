@@ -61,3 +61,20 @@ def test_model_page_with_a_sparse_card(mock_app) -> None:
     response = app.test_client().get("/model")
     assert response.status_code == 200
     assert "carries no test metrics" in response.get_data(as_text=True)
+
+
+def test_model_page_names_what_does_not_fit_the_card_schema(mock_app) -> None:
+    """CARD above lacks required keys (preprocessing, outputs): the page renders and says so."""
+    app, _ = mock_app(lambda r: httpx.Response(200, json=CARD))
+    html = app.test_client().get("/model").get_data(as_text=True)
+    assert "does not match the schema" in html and "preprocessing" in html
+
+
+def test_model_page_of_the_committed_card_has_no_schema_warning(mock_app) -> None:
+    import json
+    from pathlib import Path
+
+    card = json.loads((Path(__file__).resolve().parents[2] / "models/model.json").read_text())
+    app, _ = mock_app(lambda r: httpx.Response(200, json=card))
+    html = app.test_client().get("/model").get_data(as_text=True)
+    assert card["version"] in html and "does not match the schema" not in html
