@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   := requirements/dev.lock
 
-.PHONY: setup system-deps test test-all e2e bench demo-model serve web clean
+.PHONY: setup system-deps test test-all e2e e2e-scale bench demo-model serve web clean
 
 setup: $(STAMP) system-deps
 
@@ -27,6 +27,10 @@ test-all: setup
 
 e2e: setup
 	bash scripts/e2e-compose.sh
+
+# N api replicas behind HAProxy (compose profile `scale`): kill, rolling restart, unready replica.
+e2e-scale: setup
+	bash scripts/e2e-scale.sh
 
 bench: setup
 	$(PY) -m benchmarks

@@ -4,9 +4,10 @@
 #      (debootstrap + docker import), reused once it exists;
 #   2. a host wheelhouse (.wheelhouse/<image>/) of CPython 3.11 manylinux x86-64 wheels for the
 #      pinned requirements, reused while the requirements files are unchanged;
+#      (for `lb`, the load balancer of the compose `scale` profile: Debian .debs, apt-get download);
 #   3. `docker build` of each image with pip pointed at the wheelhouse (--no-index --find-links),
 #      so nothing inside a build container needs the network.
-# Usage: scripts/offline-images.sh [serve|web|train ...]   (default: all three)
+# Usage: scripts/offline-images.sh [serve|web|train|lb ...]   (default: serve web train)
 #        scripts/offline-images.sh base | wheels   (only the base image | only the wheelhouse,
 #        e.g. on a machine with internet, then carry .wheelhouse/ across the air gap)
 # Env: BASE_IMAGE (python:3.11-slim), LOCAL_BASE (cxr-base:bookworm), IMAGE_TAG (latest),
@@ -27,6 +28,11 @@ log() { echo "offline-images: $*" >&2; }
 # image name per target; docker-compose.yml names the same tags
 declare -A IMAGE=([serve]=cxr-age-sex-api [web]=cxr-age-sex-web [train]=cxr-age-sex-train)
 declare -A DOCKERFILE=([serve]=Dockerfile.serve [web]=gateway_flask/Dockerfile [train]=Dockerfile.train)
+# The compose `scale` profile's load balancer (HAProxy); built only when asked for.
+IMAGE[lb]=cxr-age-sex-lb
+DOCKERFILE[lb]=deploy/lb/Dockerfile
+# Debian packages the lb image unpacks: HAProxy and the libraries a bookworm base lacks.
+LB_DEBS=(haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1)
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -84,9 +90,29 @@ resolve_base() {
   echo "$LOCAL_BASE"
 }
 
+# Downloads the lb image's .debs (the host's apt sources, bookworm) unless already there.
+fill_debs() {
+  local dir=$WHEELHOUSE/lb stamp digest
+  command -v apt-get >/dev/null || { log "apt-get missing: put the ${LB_DEBS[*]} .debs in $dir"; exit 1; }
+  digest=$(apt-cache policy "${LB_DEBS[@]}" | grep -E '^[a-z]|Candidate' | sha256sum | cut -d' ' -f1)
+  stamp=$dir/.debs.sha256
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+    log "debs in $dir are current"; return
+  fi
+  log "downloading ${LB_DEBS[*]} into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  # apt's sandbox user must be able to write there
+  chmod 777 "$dir"
+  (cd "$dir" && apt-get download -q "${LB_DEBS[@]}" >/dev/null 2>&1) \
+    || { log "apt-get download ${LB_DEBS[*]} failed (apt-get update?)"; exit 1; }
+  chmod 755 "$dir"
+  echo "$digest" >"$stamp"
+}
+
 # Downloads the target's wheels unless the wheelhouse already matches its requirements.
 fill_wheelhouse() {
   local target=$1 dir=$WHEELHOUSE/$1 stamp digest
+  if [ "$target" = lb ]; then fill_debs; return; fi
   digest=$(sha256sum "requirements/$target.lock" | cut -d' ' -f1)
   stamp=$dir/.requirements.sha256
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
@@ -110,6 +136,7 @@ declare -A CONTEXT=(
   [web]="gateway_flask requirements cxr"
   [train]="Dockerfile.train requirements cxr training deploy/train-entrypoint.sh"
 )
+CONTEXT[lb]="deploy/lb"
 
 # Streams the image's small context as a tar: the wheelhouse appears in it as .ctx-wheels/.
 context_tar() {
@@ -155,7 +182,7 @@ main() {
     wheels) for t in serve web train; do fill_wheelhouse "$t"; done; return ;;
   esac
   for t in "${targets[@]}"; do
-    [ -n "${IMAGE[$t]:-}" ] || { log "unknown image '$t' (serve, web, train)"; exit 2; }
+    [ -n "${IMAGE[$t]:-}" ] || { log "unknown image '$t' (serve, web, train, lb)"; exit 2; }
   done
   base=$(resolve_base)
   for t in "${targets[@]}"; do fill_wheelhouse "$t"; done
