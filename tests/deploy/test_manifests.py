@@ -203,6 +203,11 @@ def test_only_the_web_app_and_monitoring_reach_the_api() -> None:
     assert peers[1] == {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     }
+    web_policy = find(resources, "NetworkPolicy", "cxr-web")
+    assert web_policy["spec"]["podSelector"]["matchLabels"].items() <= web_labels.items()
+    assert web_policy["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
     service = find(resources, "Service", "cxr-api")
     assert service["spec"]["selector"].items() <= api_labels.items()
     assert (
