@@ -239,6 +239,14 @@ start_one() {
 }
 check "profile scale up: 1 replica healthy behind the balancer" start_one
 require
+lb_hardening() {
+  local id out
+  id=$(compose ps -q lb)
+  out=$(docker inspect -f '{{.Config.User}} ro={{.HostConfig.ReadonlyRootfs}} caps={{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}}' "$id")
+  echo "lb: $out"
+  [[ "$out" == "10001:10001 ro=true caps=[ALL] [no-new-privileges:true]" ]]
+}
+check "lb hardening: uid 10001, read-only root, no capabilities" lb_hardening
 check "throughput, 1 replica (c=$CONC, ${SECS} s)" throughput one 1
 scale_up() { compose up -d --no-recreate --scale api-pool="$N" lb && py up "$STATS" "$N" 180; }
 check "scale to $N replicas: all UP in the balancer" scale_up
