@@ -99,10 +99,11 @@ require() {
 
 # ---- load generator and HAProxy stats reader (host python3, standard library only) ----
 cat >"$WORK/load.py" <<'PY'
-"""Bounded load on the balancer: `load URL IMAGE CONCURRENCY SECONDS OUT.json`,
+"""Bounded load on the balancer: `load URL IMAGE CONCURRENCY SECONDS OUT.json [STOPFILE]`
+(at most SECONDS; sooner once STOPFILE exists),
 or `stats STATS_URL` (servers of backend `api`: name, status, address, sessions),
 or `up STATS_URL N SECONDS` (wait until N servers are UP)."""
-import csv, io, json, sys, threading, time, urllib.error, urllib.request, uuid
+import csv, io, json, os, sys, threading, time, urllib.error, urllib.request, uuid
 
 def post(url, body, headers):
     req = urllib.request.Request(url, data=body, method="POST", headers=headers)
@@ -115,7 +116,7 @@ def post(url, body, headers):
     except Exception as e:  # connection refused/reset: the balancer itself failed us
         return type(e).__name__, "", ""
 
-def load(url, image, conc, secs, out):
+def load(url, image, conc, secs, out, stopfile=""):
     b = uuid.uuid4().hex
     body = (f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode() + open(image, "rb").read() \
@@ -123,7 +124,7 @@ def load(url, image, conc, secs, out):
     headers = {"Content-Type": f"multipart/form-data; boundary={b}"}
     results, lock, stop = [], threading.Lock(), time.monotonic() + float(secs)
     def worker():
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and not (stopfile and os.path.exists(stopfile)):
             t0 = time.monotonic()
             status, retries, replica = post(url + "/v1/predict", body, headers)
             with lock:
@@ -213,6 +214,15 @@ PY
 
 pool_ids() { compose ps -q api-pool; }
 
+# Waits until the container's own /readyz answers 200 (asked from inside it: it has no host port).
+ready_inside() {
+  local deadline=$((SECONDS + 120))
+  until docker exec "$1" python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "${1:0:12} not ready after 120 s"; return 1; }
+    sleep 1
+  done
+}
+
 # throughput NAME REPLICAS: bounded load, every request a 200, served by REPLICAS replicas.
 throughput() {
   py load "$URL" "$IMAGE" "$CONC" "$SECS" "$WORK/$1.json" >/dev/null || return 1
@@ -275,13 +285,19 @@ check "docker kill + start one replica under load: no request failed" kill_test
 
 # ---- 3. rolling restart, one replica at a time ----
 rolling() {
-  py load "$URL" "$IMAGE" "$CONC" $((SECS * 3)) "$WORK/rolling.json" >/dev/null &
+  # load for the whole rolling restart (at most 300 s), stopped once the last replica is back
+  rm -f "$WORK/rolling.stop"
+  py load "$URL" "$IMAGE" "$CONC" 300 "$WORK/rolling.json" "$WORK/rolling.stop" >/dev/null &
   local loader=$! id
   for id in $(pool_ids); do
     echo "docker restart ${id:0:12}"
-    docker restart -t 40 "$id" >/dev/null || return 1
-    py up "$STATS" "$N" 120 || return 1
+    docker restart -t 40 "$id" >/dev/null || { touch "$WORK/rolling.stop"; return 1; }
+    # one at a time: the next restart waits until this replica is ready and back in the pool
+    ready_inside "$id" || { touch "$WORK/rolling.stop"; return 1; }
+    py up "$STATS" "$N" 120 || { touch "$WORK/rolling.stop"; return 1; }
   done
+  sleep 2
+  touch "$WORK/rolling.stop"
   wait "$loader"
   no_errors "$WORK/rolling.json"
 }
@@ -305,18 +321,26 @@ unready() {
     [ $SECONDS -lt $deadline ] || { echo "balancer never discovered $ip"; py stats "$STATS"; return 1; }
     sleep 1
   done
+  # the balancer slot it got (kept even if a crash-loop restart drops its DNS record for a while)
+  local slot
+  slot=$(py stats "$STATS" | python3 -c "import json,sys; print(next(json.loads(l)['svname'] for l in sys.stdin if json.loads(l)['addr'] == '$ip:8000'))")
   py load "$URL" "$IMAGE" "$CONC" "$SECS" "$WORK/unready.json" >/dev/null
-  echo "unready replica at $ip: $(py stats "$STATS" | grep "\"$ip:8000\"")"
-  local logs
-  logs=$(docker logs "$BAD" 2>&1)
+  echo "unready replica at $ip (slot $slot): $(py stats "$STATS" | grep "\"$slot\"")"
+  # it tried to load its model and refused (crash-looping since: restart always); on a busy
+  # machine the first attempt may come after the load above
+  local logs deadline=$((SECONDS + 90))
+  until grep -qi "refusing to start" <<<"${logs:=$(docker logs "$BAD" 2>&1)}"; do
+    [ $SECONDS -lt $deadline ] || { echo "the bad replica did not refuse its model"; return 1; }
+    sleep 2; logs=$(docker logs "$BAD" 2>&1)
+  done
   grep -i "refusing to start" <<<"$logs" | head -1 | cut -c1-200
-  grep -qi "refusing to start" <<<"$logs" || { echo "the bad replica did not refuse its model"; return 1; }
+  echo "after the log check: $(py stats "$STATS" | grep "\"$slot\"")"
   py stats "$STATS" | python3 -c "
 import json, sys
 rows = [json.loads(l) for l in sys.stdin]
-bad = [r for r in rows if r['addr'] == '$ip:8000']
+bad = [r for r in rows if r['svname'] == '$slot']
 sys.exit(0 if bad and all(r['status'] != 'UP' and int(r['stot'] or 0) == 0 for r in bad) else 1)" \
-    || { echo "the unready replica received sessions"; return 1; }
+    || { echo "the unready replica's slot $slot received sessions or is UP"; return 1; }
   no_errors "$WORK/unready.json"
 }
 check "replica whose model fails to load: never routed to, no request failed" unready
