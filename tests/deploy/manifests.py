@@ -82,17 +82,15 @@ def strategic_merge(base: Any, patch: Any) -> Any:
         if value is None:
             out.pop(key, None)
         elif key in MERGE_KEYS and isinstance(value, list) and isinstance(out.get(key), list):
+            # as kustomize orders them: the patch's items first (merged into their originals),
+            # then the original items the patch does not name
             merge_key = MERGE_KEYS[key]
-            items = out[key]
-            for item in value:
-                match = next(
-                    (i for i, old in enumerate(items) if old.get(merge_key) == item.get(merge_key)),
-                    None,
-                )
-                if match is None:
-                    items.append(copy.deepcopy(item))
-                else:
-                    items[match] = strategic_merge(items[match], item)
+            originals = {item.get(merge_key): item for item in out[key]}
+            merged = [
+                strategic_merge(originals.get(item.get(merge_key), {}), item) for item in value
+            ]
+            named = {item.get(merge_key) for item in value}
+            out[key] = merged + [item for item in out[key] if item.get(merge_key) not in named]
         else:
             out[key] = strategic_merge(out.get(key), value)
     return out

@@ -312,3 +312,54 @@ def test_scrape_annotations_point_at_the_metrics_port() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(port)
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_strategic_merge_patches_containers_and_env_by_name(tmp_path: Path) -> None:
+    (tmp_path / "d.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "d"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"a": "b"}},
+                    "template": {
+                        "metadata": {"labels": {"a": "b"}},
+                        "spec": {
+                            "containers": [
+                                {"name": "x", "image": "x:1", "env": [{"name": "A", "value": "1"}]},
+                                {"name": "y", "image": "y:1", "args": ["--old"]},
+                            ]
+                        },
+                    },
+                },
+            }
+        )
+    )
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"
+        "spec:\n  replicas: null\n  template:\n    spec:\n      containers:\n"
+        "        - name: y\n          args: [--new]\n"
+        "        - name: x\n          env: [{name: B, value: '2'}, {name: A, value: '3'}]\n"
+    )
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources: [d.yaml]\npatches: [{path: p.yaml}]\nnamespace: ns1\n"
+        "images: [{name: x, newName: r/x, newTag: '2'}]\n"
+    )
+    [d] = render(tmp_path)
+    y, x = d["spec"]["template"]["spec"]["containers"]  # kustomize: the patch's order first
+    assert "replicas" not in d["spec"] and d["metadata"]["namespace"] == "ns1"
+    assert x["image"] == "r/x:2" and y["image"] == "y:1"
+    assert x["env"] == [{"name": "B", "value": "2"}, {"name": "A", "value": "3"}]
+    assert y["args"] == ["--new"]  # plain lists are replaced
+    if shutil.which("kubectl"):
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(tmp_path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert yaml.safe_load(out.stdout) == d
