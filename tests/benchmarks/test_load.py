@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from benchmarks.payloads import multipart_body, phantom_pngs
 from benchmarks.procs import ServerProcess, start_server
 from benchmarks.scenarios import run_level, soak
-from cxr.card import Preprocessing
-
-SIZE = 64
-
-
-def write_tiny_model(model_dir: Path) -> None:
-    """age = mean grey level, p_male = sigmoid(mean − 100): a real graph ORT can run."""
-    f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["image", "axes"], ["age"], keepdims=0),
-         helper.make_node("Sub", ["age", "c"], ["logit"]),
-         helper.make_node("Sigmoid", ["logit"], ["p_male"])],
-        "tiny", [helper.make_tensor_value_info("image", f, ["batch", SIZE, SIZE, 1])],
-        [helper.make_tensor_value_info("age", f, ["batch", 1]),
-         helper.make_tensor_value_info("p_male", f, ["batch", 1])],
-        [helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
-         helper.make_tensor("c", f, [], [100.0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, model_dir / "model.onnx")
-    card = {"name": "cxr-age-sex", "version": "0.0.1-bench", "created": "2026-11-25T21:00:00Z",
-            "input": {"name": "image", "shape": [None, SIZE, SIZE, 1], "dtype": "float32",
-                      "layout": "NHWC", "value_range": [0, 255]},
-            "preprocessing": Preprocessing(size=SIZE).model_dump(),
-            "outputs": [{"name": "age", "shape": [None, 1], "dtype": "float32"},
-                        {"name": "p_male", "shape": [None, 1], "dtype": "float32"}],
-            "sha256": hashlib.sha256((model_dir / "model.onnx").read_bytes()).hexdigest()}
-    (model_dir / "model.json").write_text(json.dumps(card))
+from tests.support.models import SIZE, make_model_dir
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    model_dir = tmp_path_factory.mktemp("model")
-    write_tiny_model(model_dir)
+    model_dir = make_model_dir(tmp_path_factory.mktemp("model"))
     proc = start_server("service", "service", {"MODEL_DIR": str(model_dir)}, "/readyz",
                         tmp_path_factory.mktemp("logs"), timeout_s=60)
     yield proc

@@ -1,11 +1,9 @@
 """Fixtures: a real inference API subprocess serving the committed model, apps pointed at it,
-mock transports for failure paths, sample images and a live gateway server."""
+mock transports for failure paths, a live gateway server and a headless browser on it."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +14,9 @@ from flask.testing import FlaskClient
 
 from gateway_flask import create_app
 from gateway_flask.settings import Settings
-from tests.gateway.helpers import REPO, free_port, stop, wait_http
+from tests.support.browser import CHROMIUM, require_playwright
+from tests.support.paths import MODELS, REPO
+from tests.support.procs import ServerProcess
 
 SECRET = "test-secret-key-0123456789"
 
@@ -25,25 +25,28 @@ SECRET = "test-secret-key-0123456789"
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`python -m service` on a free loopback port with the committed model: (url, log file)."""
     # GATEWAY_TEST_MODEL_DIR points the tests at another model directory (e.g. a fresh export).
-    model_dir = Path(os.environ.get("GATEWAY_TEST_MODEL_DIR") or REPO / "models")
-    missing = [str(p) for p in (REPO / "service/__main__.py", model_dir / "model.onnx",
-                                model_dir / "model.json") if not p.exists()]
+    model_dir = Path(os.environ.get("GATEWAY_TEST_MODEL_DIR") or MODELS)
+    missing = [
+        str(p)
+        for p in (REPO / "service/__main__.py", model_dir / "model.onnx", model_dir / "model.json")
+        if not p.exists()
+    ]
     if missing:
         pytest.fail(f"the real API needs {', '.join(missing)}")
-    port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(model_dir),
-           "LOG_LEVEL": "DEBUG", "ORT_INTRA_OP_THREADS": "1", "PREPROCESS_THREADS": "1",
-           "PYTHONPATH": str(REPO)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    api = ServerProcess(
+        "service",
+        log=tmp_path_factory.mktemp("api") / "api.log",
+        env={
+            "MODEL_DIR": str(model_dir),
+            "LOG_LEVEL": "DEBUG",
+            "ORT_INTRA_OP_THREADS": "1",
+            "PREPROCESS_THREADS": "1",
+        },
+    )
     try:
-        wait_http(f"{url}/readyz", proc, log)
-        yield url, log
+        yield api.start(timeout_s=90).url, api.log
     finally:
-        stop(proc)
+        api.stop()
 
 
 @pytest.fixture(scope="session")
@@ -87,19 +90,49 @@ def mock_app() -> Callable[..., tuple[Flask, list[httpx.Request]]]:
 
 
 @pytest.fixture(scope="session")
-def live_gateway(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def live_gateway(
+    api_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
     """`python -m gateway_flask` (gunicorn) on a free loopback port: (url, log file)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("web") / "web.log"
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "API_URL": api_url,
-           "GATEWAY_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "GATEWAY_LOG_LEVEL": "DEBUG",
-           "GATEWAY_THREADS": "4", "PYTHONPATH": str(REPO)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway_flask"], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    web = ServerProcess(
+        "gateway_flask",
+        log=tmp_path_factory.mktemp("web") / "web.log",
+        ready_path="/healthz",
+        env={
+            "API_URL": api_url,
+            "GATEWAY_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
+            "GATEWAY_LOG_LEVEL": "DEBUG",
+            "GATEWAY_THREADS": "4",
+        },
+    )
     try:
-        wait_http(f"{url}/healthz", proc, log, timeout_s=30)
-        yield url, log
+        yield web.start(timeout_s=30).url, web.log
     finally:
-        stop(proc)
+        web.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Chromium (skips when playwright or Debian's chromium is missing)."""
+    sync_api = require_playwright()
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser, live_gateway) -> Iterator[object]:
+    """A fresh page on the live web app that records console errors (CSP violations show up
+    there)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, base_url=live_gateway[0])
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    yield page
+    context.close()

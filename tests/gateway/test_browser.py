@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import base64
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.gateway.helpers import REPO, sample_png
+from tests.support.browser import require_playwright
+from tests.support.images import sample_png
+from tests.support.paths import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts"
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                               "(pip install -r requirements/dev.txt)")
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian chromium is not installed (make system-deps)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture()
-def page(browser, live_gateway) -> Iterator[object]:
-    """A fresh page that records console errors (CSP violations show up there)."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, base_url=live_gateway[0])
-    page = context.new_page()
-    page.console_errors = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
-    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
-    yield page
-    context.close()
+require_playwright()
 
 
 def write_images(tmp_path: Path) -> list[Path]:

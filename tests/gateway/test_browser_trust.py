@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.helpers import NIH_IMAGES, sample_png
-from tests.gateway.test_browser import ARTIFACTS, browser, page  # noqa: F401 - shared fixtures
-from tests.trust.samples import colour_photograph
+from tests.support.browser import require_playwright
+from tests.support.images import sample_png
+from tests.support.paths import ARTIFACTS, NIH_IMAGES
+from tests.support.samples import colour_photograph
 
 pytestmark = pytest.mark.browser
 
+require_playwright()
 
-def test_show_where_the_model_looked(page, tmp_path: Path) -> None:  # noqa: F811
+
+def test_show_where_the_model_looked(page, tmp_path: Path) -> None:
     chest = tmp_path / "chest.png"
     chest.write_bytes(sample_png(7))
     page.goto("/")
@@ -44,7 +47,7 @@ def test_show_where_the_model_looked(page, tmp_path: Path) -> None:  # noqa: F81
 
 @pytest.mark.skipif(not NIH_IMAGES.is_dir(), reason="needs a real chest X-ray from ../shared/data/nih-cxr-1000 "
                     "(the drawn fallback image is rightly flagged by the input guard)")
-def test_flagged_image_warning_is_prominent_and_rows_explain(page, tmp_path: Path) -> None:  # noqa: F811
+def test_flagged_image_warning_is_prominent_and_rows_explain(page, tmp_path: Path) -> None:
     photo, chest = tmp_path / "holiday.jpg", tmp_path / "chest.png"
     photo.write_bytes(colour_photograph(3))
     chest.write_bytes(sample_png(8))

@@ -6,7 +6,9 @@ import httpx
 
 from gateway_flask import create_app
 from gateway_flask.settings import Settings
-from tests.gateway.helpers import free_port, post_files, sample_png
+from tests.support.http import post_files
+from tests.support.images import sample_png
+from tests.support.procs import free_port
 
 
 def test_api_down_gives_retry_page_json_and_health(tmp_path) -> None:

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from tests.gateway.helpers import sample_png
+from tests.support.images import sample_png
 
 
 def test_live_upload_with_cookie_and_token(live_gateway) -> None:

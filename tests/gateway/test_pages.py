@@ -11,7 +11,8 @@ import httpx
 from flask.testing import FlaskClient
 from markupsafe import escape
 
-from tests.gateway.helpers import csrf_token, post_files, sample_dicom, sample_png, sample_tiff
+from tests.support.http import csrf_token, post_files
+from tests.support.images import sample_dicom, sample_png, sample_tiff
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,8 @@ import re
 
 import httpx
 
-from tests.gateway.helpers import post_files, sample_png
+from tests.support.http import post_files
+from tests.support.images import sample_png
 
 
 def with_trust(request: httpx.Request) -> httpx.Response:

@@ -11,7 +11,8 @@ import httpx
 from flask import request
 from werkzeug.test import EnvironBuilder
 
-from tests.gateway.helpers import csrf_token, post_files, sample_png
+from tests.support.http import csrf_token, post_files
+from tests.support.images import sample_png
 
 XSS_NAME = "<script>alert(1)</script>.png"
 

@@ -6,7 +6,8 @@ import io
 
 import httpx
 
-from tests.gateway.helpers import post_files, sample_png
+from tests.support.http import post_files
+from tests.support.images import sample_png
 
 EXPLANATION = {"age_years": 50.0, "sex": "male", "p_male": 0.7, "grid": 8, "patch_px": 8,
                "delta_age": [[0.0] * 8] * 8, "delta_p_male": [[0.0] * 8] * 8,

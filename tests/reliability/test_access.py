@@ -13,11 +13,10 @@ import pytest
 
 from gateway_flask import create_app as create_web_app
 from gateway_flask.settings import Settings as WebSettings
-from scripts.make_hostile_corpus import encode, xray
 from service.model import ModelMismatch, load_model
-from tests.service.conftest import make_model_dir, write_card
-
-from .conftest import SECRET_NAME
+from tests.support.images import encode, xray
+from tests.support.loadgen import SECRET_NAME
+from tests.support.models import make_model_dir, write_card
 
 KEYS = "k-live-0123456789abcdef,k-rotated-fedcba9876543210"
 IMAGE = encode(xray(seed=8), "PNG")

@@ -14,11 +14,10 @@ import httpx
 
 from gateway_flask import create_app as create_web_app
 from gateway_flask.settings import Settings as WebSettings
-from scripts.make_hostile_corpus import encode, xray
-from tests.gateway.helpers import post_files
-
-from .conftest import SECRET_NAME, ServiceProcess
-from .loadgen import run_load
+from tests.support.http import post_files
+from tests.support.images import encode, xray
+from tests.support.loadgen import SECRET_NAME, run_load
+from tests.support.procs import debug_service
 
 GRACE_S = 2.0
 
@@ -167,8 +166,8 @@ def test_api_restart_under_the_web_app_gives_a_retry_message_then_recovers(
         assert "cannot reach the inference service" in page.get_data(as_text=True)
         assert client.get("/api/health").json == {"api": "down"}
 
-        restarted = ServiceProcess(tmp_path / "restarted.log", port=svc.port,
-                                   MODEL_DIR=str(tiny_model_dir)).start()
+        restarted = debug_service(tmp_path / "restarted.log", port=svc.port,
+                                  MODEL_DIR=str(tiny_model_dir)).start()
         try:
             assert client.get("/api/health").json == {"api": "ready"}
             assert api_predict().status_code == 200

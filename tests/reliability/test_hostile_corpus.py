@@ -13,9 +13,10 @@ import pytest
 
 from gateway_flask import create_app as create_web_app
 from gateway_flask.settings import Settings as WebSettings
-from scripts.make_hostile_corpus import Case, encode, hostile_cases, unusual_cases, xray
-
-from .conftest import SECRET_NAME, ServiceProcess
+from scripts.make_hostile_corpus import Case, hostile_cases, unusual_cases
+from tests.support.images import encode, xray
+from tests.support.loadgen import SECRET_NAME
+from tests.support.procs import ServerProcess, debug_service
 
 HOSTILE = hostile_cases()
 UNUSUAL = unusual_cases()
@@ -26,10 +27,10 @@ RSS_GROWTH_LIMIT_MB = 150
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
-        service_logs: list[Path]) -> Iterator[ServiceProcess]:
+        service_logs: list[Path]) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("hostile") / "service.log"
     service_logs.append(log)
-    svc = ServiceProcess(log, MODEL_DIR=str(tiny_model_dir)).start()
+    svc = debug_service(log, MODEL_DIR=str(tiny_model_dir)).start()
     yield svc
     assert svc.terminate() == 0
     assert SECRET_NAME not in svc.log_text()
@@ -39,7 +40,7 @@ def upload_name(case: Case) -> str:
     return SECRET_NAME + Path(case.name).suffix
 
 
-def test_every_hostile_file_gets_a_named_4xx_and_memory_stays_bounded(api: ServiceProcess) -> None:
+def test_every_hostile_file_gets_a_named_4xx_and_memory_stays_bounded(api: ServerProcess) -> None:
     statuses: Counter[int] = Counter()
     failures = []
     with httpx.Client(base_url=api.url, timeout=30) as client:
@@ -68,7 +69,7 @@ def test_every_hostile_file_gets_a_named_4xx_and_memory_stays_bounded(api: Servi
     assert after - before < RSS_GROWTH_LIMIT_MB, (before, after)
 
 
-def test_every_unusual_but_valid_image_is_accepted(api: ServiceProcess) -> None:
+def test_every_unusual_but_valid_image_is_accepted(api: ServerProcess) -> None:
     refused = []
     with httpx.Client(base_url=api.url, timeout=30) as client:
         for case in UNUSUAL:
@@ -115,7 +116,7 @@ MALFORMED_REQUESTS = [
 
 @pytest.mark.parametrize("what,content_type,body,status,needle", MALFORMED_REQUESTS,
                          ids=[m[0] for m in MALFORMED_REQUESTS])
-def test_malformed_requests_get_a_named_4xx(api: ServiceProcess, what: str, content_type: str,
+def test_malformed_requests_get_a_named_4xx(api: ServerProcess, what: str, content_type: str,
                                             body: bytes, status: int, needle: str) -> None:
     with httpx.Client(base_url=api.url, timeout=30) as client:
         r = client.post("/v1/predict", content=body, headers={"Content-Type": content_type})
@@ -127,12 +128,12 @@ def test_malformed_requests_get_a_named_4xx(api: ServiceProcess, what: str, cont
 @pytest.mark.parametrize("content_type", ["application/pdf", "text/html", "application/json",
                                           "image/gif", "application/octet-stream", ""])
 def test_a_real_image_under_a_wrong_content_type_is_judged_by_its_bytes(
-        api: ServiceProcess, content_type: str) -> None:
+        api: ServerProcess, content_type: str) -> None:
     r = httpx.post(f"{api.url}/v1/predict", content=GOOD, headers={"Content-Type": content_type})
     assert r.status_code == 200, r.text
 
 
-def test_hostile_corpus_through_the_web_apps_json_proxy(api: ServiceProcess, caplog) -> None:
+def test_hostile_corpus_through_the_web_apps_json_proxy(api: ServerProcess, caplog) -> None:
     web = create_web_app(WebSettings(api_url=api.url, secret_key="k" * 32))
     client = web.test_client()
     statuses: Counter[int] = Counter()

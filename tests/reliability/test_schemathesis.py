@@ -15,8 +15,7 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 
 from service.app import create_app
 from service.settings import Settings
-
-from .conftest import ServiceProcess
+from tests.support.procs import ServerProcess, debug_service
 
 IMAGE_UPLOADS = {"/v1/predict", "/v1/predict/batch", "/v1/preview", "/v1/explain"}
 MAX_EXAMPLES = 25  # per operation and phase; the whole module runs in well under a minute
@@ -24,11 +23,11 @@ MAX_EXAMPLES = 25  # per operation and phase; the whole module runs in well unde
 
 @pytest.fixture(scope="module")
 def fuzzed_service(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
-                   service_logs: list[Path]) -> Iterator[ServiceProcess]:
+                   service_logs: list[Path]) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("schemathesis") / "service.log"
     service_logs.append(log)
     # small limits so generated bodies exercise the refusals too
-    svc = ServiceProcess(log, MODEL_DIR=str(tiny_model_dir), MAX_BATCH_FILES="4").start()
+    svc = debug_service(log, MODEL_DIR=str(tiny_model_dir), MAX_BATCH_FILES="4").start()
     yield svc
     assert svc.terminate() == 0
     print(f"\nschemathesis: {sum(STATUSES.values())} requests, statuses {dict(sorted(STATUSES.items()))}, "
@@ -47,7 +46,7 @@ schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_schema_and_never_fails(case, fuzzed_service: ServiceProcess) -> None:
+def test_api_conforms_to_its_schema_and_never_fails(case, fuzzed_service: ServerProcess) -> None:
     excluded = []
     if case.operation.path in IMAGE_UPLOADS:
         # Any bytes are a schema-valid "binary" body, but random bytes are not an image: the

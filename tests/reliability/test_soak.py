@@ -8,11 +8,10 @@ import asyncio
 
 import httpx
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.make_hostile_corpus import encode, xray
-
-from .loadgen import run_load
+from tests.support.http import scrape
+from tests.support.images import encode, xray
+from tests.support.loadgen import run_load
 
 REQUEST_TIMEOUT_MS = 5000
 MAX_QUEUE = 8
@@ -28,11 +27,7 @@ def cheap_to_send_costly_to_decode(seed: int) -> bytes:
 
 
 def rejections(url: str) -> float:
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        for s in family.samples:
-            if s.name == "cxr_rejections_total" and s.labels.get("reason") == "queue_full":
-                return s.value
-    return 0.0
+    return scrape(url).get("cxr_rejections_total{reason=queue_full}", 0.0)
 
 
 def test_overload_soak_sheds_excess_answers_the_rest_memory_flat(start_service) -> None:

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from scripts.make_hostile_corpus import xray
 from service.app import create_app
 from service.settings import Settings
+from tests.support.images import xray
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "api_outputs.json"

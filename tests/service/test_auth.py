@@ -8,8 +8,8 @@ import logging
 import httpx
 import pytest
 
-from .conftest import encode, xray_array
-from .test_batching import scrape
+from tests.support.http import scrape
+from tests.support.images import encode, xray_array
 
 
 @pytest.fixture

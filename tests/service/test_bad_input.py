@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
 import httpx
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, HTJ2KLossless, JPEG2000Lossless, generate_uid
+from pydicom.uid import HTJ2KLossless, JPEG2000Lossless
 
-from .conftest import encode, xray_array
-from .test_predict import direct_ort
+from scripts.make_hostile_corpus import png_claiming
+from tests.support.images import dicom, encode, xray_array
+from tests.support.models import direct_ort
 
-
-def png_header(width: int, height: int, bit_depth: int = 8, colour: int = 0) -> bytes:
-    """A valid PNG signature + IHDR declaring any size, with one tiny IDAT and IEND."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-            + chunk(b"IEND", b""))
-
-
-def dicom_bytes(pixels: np.ndarray | None, *, photometric: str = "MONOCHROME2",
-                syntax=ExplicitVRLittleEndian) -> bytes:
-    """A DICOM file written by pydicom (16-bit grey unless pixels is None)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\x00" * 128)
-    ds.PatientSex, ds.PatientAge, ds.Modality = "F", "054Y", "DX"
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        raw = pixels.astype(np.uint16).tobytes()
-        # a compressed syntax carries encapsulated frames; these are not real JPEG 2000 codestreams
-        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + raw[:64]]) if syntax.is_compressed else raw
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
+TWELVE_BIT = (xray_array(64, 64) * 16).astype(np.uint16)
+# an encapsulated frame for a compressed syntax: a JPEG 2000 marker, then pixels, not a codestream
+JUNK_FRAME = b"\xff\x4f\xff\x51" + TWELVE_BIT.tobytes()[:64]
 
 
 def post(server, data: bytes, filename: str = "x.png") -> httpx.Response:
@@ -60,18 +28,18 @@ def post(server, data: bytes, filename: str = "x.png") -> httpx.Response:
     (encode(xray_array(), "GIF"), 415, "gif"),
     (encode(xray_array())[:300], 422, "PNG"),
     (encode(xray_array(), "JPEG")[:400], 422, "JPEG"),
-    (png_header(65535, 65535), 413, "65535×65535"),
-    (png_header(40000, 40000, bit_depth=1), 413, "40000×40000"),
-    (png_header(0, 10), 422, "PNG"),
+    (png_claiming(65535, 65535), 413, "65535×65535"),
+    (png_claiming(40000, 40000, bit_depth=1), 413, "40000×40000"),
+    (png_claiming(0, 10), 422, "PNG"),
     (encode(np.full((1, 1), 128, np.uint8)), 422, "1×1"),
     (encode(np.full((20, 300), 128, np.uint8)), 422, "300×20"),
-    (dicom_bytes(None), 422, "no pixel data"),
+    (dicom(None), 422, "no pixel data"),
     # no HTJ2K decoder is installed (pyjpegls, which highdicom brings, reads JPEG-LS only): 415
     # naming the syntax
-    (dicom_bytes((xray_array(64, 64) * 16).astype(np.uint16), syntax=HTJ2KLossless), 415,
+    (dicom(TWELVE_BIT, syntax=HTJ2KLossless, frame=JUNK_FRAME), 415,
      "1.2.840.10008.1.2.4.201"),
     # Pillow decodes JPEG 2000, so junk in that syntax is corrupt data, not a missing decoder
-    (dicom_bytes((xray_array(64, 64) * 16).astype(np.uint16), syntax=JPEG2000Lossless), 422,
+    (dicom(TWELVE_BIT, syntax=JPEG2000Lossless, frame=JUNK_FRAME), 422,
      "1.2.840.10008.1.2.4.90) is corrupt"),
 ])
 def test_bad_file_gets_named_4xx(server, data, status, needle) -> None:
@@ -141,7 +109,7 @@ def test_dicom_upload(server, model_dir) -> None:
     pixels = (xray_array(200, 240, seed=11).astype(np.uint16) * 16)  # 12-bit
     answers = {}
     for photometric in ("MONOCHROME2", "MONOCHROME1"):
-        data = dicom_bytes(pixels, photometric=photometric)
+        data = dicom(pixels, photometric=photometric)
         assert data[128:132] == b"DICM"
         r = post(server, data, filename="scan.dcm")
         assert r.status_code == 200, r.text

@@ -5,19 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import encode, xray_array
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Every sample of /metrics as {name{labels}: value}."""
-    out = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+from tests.support.http import scrape
+from tests.support.images import encode, xray_array
 
 
 async def post_many(url: str, payloads: list[bytes]) -> list[httpx.Response]:

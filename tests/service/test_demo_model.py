@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import numpy as np
 import onnxruntime as ort
@@ -12,10 +10,8 @@ import tritonclient.http as triton
 
 from cxr.imaging import preprocess_bytes
 from service.model import load_model
-
-REPO = Path(__file__).resolve().parents[2]
-MODELS = REPO / "models"
-NIH = REPO.parent / "shared" / "data" / "nih-cxr-1000" / "images"
+from tests.support.images import encode, xray_array
+from tests.support.paths import MODELS, NIH_IMAGES
 
 pytestmark = pytest.mark.skipif(
     not (MODELS / "model.onnx").is_file() or not (MODELS / "model.json").is_file(),
@@ -29,10 +25,9 @@ def demo():
 
 @pytest.fixture
 def images() -> list[bytes]:
-    if not NIH.is_dir():
-        from .conftest import encode, xray_array
+    if not NIH_IMAGES.is_dir():
         return [encode(xray_array(512, 512, seed=s)) for s in range(4)]
-    return [p.read_bytes() for p in sorted(NIH.glob("*.png"))[:4]]
+    return [p.read_bytes() for p in sorted(NIH_IMAGES.glob("*.png"))[:4]]
 
 
 def test_card_and_model_agree(demo) -> None:
@@ -61,12 +56,10 @@ def test_demo_model_served_equals_direct_ort(serve, settings_for, demo, images) 
 
 
 def test_demo_model_trust_fields(serve, settings_for, demo) -> None:
-    if demo.card.input_guard is None or not NIH.is_dir():
+    if demo.card.input_guard is None or not NIH_IMAGES.is_dir():
         pytest.skip("card has no input_guard section, or the NIH sample is absent")
-    from .conftest import encode
-
     srv = serve(settings_for(model_dir=MODELS))
-    files = [("files", (p.name, p.read_bytes())) for p in sorted(NIH.glob("*.png"))[:40]]
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(NIH_IMAGES.glob("*.png"))[:40]]
     results = httpx.post(f"{srv.url}/v1/predict/batch", files=files, timeout=60).json()["results"]
     assert all(r["ok"] and len(r["age_interval_90"]) == 2 for r in results)
     flagged = sum(bool(r["warnings"]) for r in results)

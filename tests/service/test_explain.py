@@ -8,7 +8,6 @@ import io
 
 import httpx
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
@@ -16,8 +15,8 @@ from PIL import Image
 
 from cxr.imaging import PreprocessParams, preprocess_bytes
 from service import explain
-
-from .conftest import SIZE, encode, write_card, xray_array
+from tests.support.images import encode, xray_array
+from tests.support.models import SIZE, age_sex_outputs, save_model, write_card
 
 HALF = SIZE // 2
 
@@ -49,14 +48,7 @@ def build_regional_model(path) -> None:
              helper.make_tensor("one", TensorProto.INT64, [1], [1]),
              helper.make_tensor("a", f, [], [0.3]), helper.make_tensor("b", f, [], [10.0]),
              helper.make_tensor("c", f, [], [100.0]), helper.make_tensor("d", f, [], [20.0])]
-    graph = helper.make_graph(
-        nodes, "regional", [helper.make_tensor_value_info("image", f, ["batch", SIZE, SIZE, 1])],
-        [helper.make_tensor_value_info("age", f, ["batch", 1]),
-         helper.make_tensor_value_info("p_male", f, ["batch", 1])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+    save_model(nodes, inits, age_sex_outputs(), path, name="regional")
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import subprocess
 import httpx
 import pytest
 
-from .conftest import encode, xray_array
-from .test_batching import scrape
+from tests.support.http import scrape
+from tests.support.images import encode, xray_array
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 

@@ -6,21 +6,11 @@ import io
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from cxr.imaging import PreprocessParams, preprocess_bytes
-
-from .conftest import SIZE, encode, xray_array
-
-
-def direct_ort(model_dir, data: bytes) -> tuple[float, float]:
-    """The same file through the shared preprocessing and a fresh ORT session, no HTTP."""
-    x = preprocess_bytes(data, PreprocessParams(size=SIZE))[None]
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    age, p_male = session.run(["age", "p_male"], {"image": x})
-    return float(age[0, 0]), float(p_male[0, 0])
+from tests.support.images import encode, xray_array
+from tests.support.models import SIZE, direct_ort
 
 
 def test_predict_multipart_equals_direct_ort(server, model_dir, xray_png) -> None:

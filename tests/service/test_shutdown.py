@@ -3,49 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 
-from .conftest import encode, xray_array
-from .test_startup import REPO
+from tests.support.images import encode, xray_array
+from tests.support.procs import ServerProcess
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("service did not become ready")
-
-
-def test_sigterm_drains_queued_and_in_flight_requests(model_dir) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(model_dir),
-           # requests sit queued in the batcher when SIGTERM lands
-           "MAX_BATCH_SIZE": "64", "MAX_WAIT_MS": "1000", "FLUSH_WHEN_IDLE": "false",
-           "SHUTDOWN_GRACE_S": "0.5", "DRAIN_TIMEOUT_S": "10", "PREPROCESS_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def test_sigterm_drains_queued_and_in_flight_requests(model_dir, tmp_path) -> None:
+    svc = ServerProcess("service", log=tmp_path / "service.log", env={
+        "MODEL_DIR": str(model_dir),
+        # requests sit queued in the batcher when SIGTERM lands
+        "MAX_BATCH_SIZE": "64", "MAX_WAIT_MS": "1000", "FLUSH_WHEN_IDLE": "false",
+        "SHUTDOWN_GRACE_S": "0.5", "DRAIN_TIMEOUT_S": "10", "PREPROCESS_THREADS": "2"})
+    svc.start(timeout_s=30)
+    url, proc = svc.url, svc.proc
     try:
-        wait_ready(url, proc)
         payloads = [encode(xray_array(seed=i)) for i in range(12)]
 
         async def scenario():
@@ -67,9 +41,6 @@ def test_sigterm_drains_queued_and_in_flight_requests(model_dir) -> None:
         assert lost == [], lost
         assert len(responses) == 12
         assert proc.wait(timeout=30) == 0
-        assert "draining" in proc.stderr.read()
+        assert "draining" in svc.log_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+        svc.stop()

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,10 +15,8 @@ from service.app import create_app
 from service.lifecycle import Lifecycle
 from service.model import ModelMismatch, load_model
 from service.settings import ConfigError, load_settings
-
-from .conftest import make_model_dir, write_card
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.models import make_model_dir, write_card
+from tests.support.paths import REPO
 
 
 def run_service(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from cxr.imaging import PreprocessParams, preprocess_bytes
-
-from .conftest import SIZE, encode, make_model_dir, write_card, xray_array
-from .test_batching import scrape
+from tests.support.http import scrape
+from tests.support.images import encode, xray_array
+from tests.support.models import SIZE, make_model_dir, write_card
 
 QUANTILE_90 = 10.0
 

@@ -11,9 +11,8 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from cxr.imaging import PreprocessParams, preprocess_bytes
-
-from .conftest import SIZE, encode, xray_array
-from .test_predict import direct_ort
+from tests.support.images import dicom, encode, xray_array
+from tests.support.models import SIZE, direct_ort
 
 
 def client_for(server) -> triton.InferenceServerClient:
@@ -62,10 +61,8 @@ def test_tritonclient_uint8_tensor_default_outputs(server) -> None:
 
 
 def test_tritonclient_bytes_input_encoded_files(server, model_dir) -> None:
-    from .test_bad_input import dicom_bytes
-
     files = [encode(xray_array(seed=5)), encode(xray_array(seed=6), "JPEG"),
-             dicom_bytes(xray_array(seed=7).astype(np.uint16) * 16)]
+             dicom(xray_array(seed=7).astype(np.uint16) * 16)]
     data = np.array(files, dtype=np.object_)
     item = triton.InferInput("image_bytes", [len(files)], "BYTES")
     item.set_data_from_numpy(data)

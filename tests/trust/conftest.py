@@ -6,24 +6,12 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from service.settings import Settings
-from tests.service.conftest import RunningServer
+from tests.support.paths import MODELS, NIH
+from tests.support.servers import RunningServer, server_settings
 from training.data import read_nih
 from training.splits import split_records
-
-REPO = Path(__file__).resolve().parents[2]
-MODELS = REPO / "models"
-NIH = REPO.parent / "shared" / "data" / "nih-cxr-1000"
-
-
-def demo_settings(model_dir: Path = MODELS, **overrides: object) -> Settings:
-    """Settings for a small test server on loopback."""
-    base = {"model_dir": model_dir, "host": "127.0.0.1", "port": 0, "preprocess_threads": 2,
-            "ort_intra_op_threads": 1, "drain_timeout_s": 5}
-    return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +45,7 @@ def test_split(nih: Path, card: dict) -> list:
 @pytest.fixture(scope="module")
 def demo_url() -> Iterator[str]:
     """The API on the committed model (module-wide: starting ORT costs a second)."""
-    server = RunningServer(demo_settings()).start()
+    server = RunningServer(server_settings(MODELS)).start()
     try:
         yield server.url
     finally:
@@ -70,7 +58,7 @@ def serve_demo() -> Iterator[Callable[..., RunningServer]]:
     servers: list[RunningServer] = []
 
     def start(model_dir: Path = MODELS, **overrides: object) -> RunningServer:
-        server = RunningServer(demo_settings(model_dir, **overrides)).start()
+        server = RunningServer(server_settings(model_dir, **overrides)).start()
         servers.append(server)
         return server
 
@@ -78,13 +66,3 @@ def serve_demo() -> Iterator[Callable[..., RunningServer]]:
     for server in servers:
         server.stop()
 
-
-def predict_many(url: str, blobs: list[tuple[str, bytes]], query: str = "") -> list[dict]:
-    """Batch predictions, 32 files per request, in order."""
-    results = []
-    for i in range(0, len(blobs), 32):
-        files = [("files", item) for item in blobs[i:i + 32]]
-        r = httpx.post(f"{url}/v1/predict/batch{query}", files=files, timeout=60)
-        assert r.status_code == 200, r.text
-        results += r.json()["results"]
-    return results

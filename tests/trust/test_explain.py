@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.test_batching import scrape
+from tests.support.http import scrape
+from tests.support.paths import REPO
 from training.phantom import generate_phantom, phantom_png
-
-from .conftest import REPO
 
 GRID = 8
 SIZE = 64
@@ -60,7 +59,7 @@ def test_explain_is_one_batch_of_65_with_arrays_and_overlays(serve_demo, nih) ->
 
 
 def test_explain_flags_what_predict_flags(demo_url) -> None:
-    from . import samples
+    from tests.support import samples
 
     body = explain(demo_url, samples.colour_photograph(2))
     assert "colour_image" in [w["code"] for w in body["warnings"]]

@@ -10,10 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.test_batching import scrape
-
-from . import samples
-from .conftest import predict_many
+from tests.support import samples
+from tests.support.http import predict_many, scrape
 
 PROMTOOL = shutil.which("promtool")
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from cxr.card import AgeInterval
-
-from .conftest import predict_many
+from tests.support.http import predict_many
 
 
 def test_every_prediction_has_the_card_interval(demo_url, card, nih) -> None:

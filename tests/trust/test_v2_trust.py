@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from . import samples
+from tests.support import samples
 
 triton = pytest.importorskip("tritonclient.http")
 

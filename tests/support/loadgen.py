@@ -1,5 +1,6 @@
 """A small closed-loop load generator for the reliability tests (loopback only, bounded in time):
-`workers` clients each send, wait for the answer, and send again until told to stop."""
+`workers` clients each send, wait for the answer, and send again until told to stop. Every upload
+carries SECRET_NAME as its client file name, which no service log may ever contain."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .conftest import SECRET_NAME
+# Every upload in the reliability tests carries this client file name; no log may ever contain it.
+SECRET_NAME = "Doe_Jane_1953-04-02_MRN-8812734"
 
 
 @dataclass
@@ -51,19 +53,31 @@ class Tally:
     def summary(self) -> str:
         def pct(xs: list[float], q: float) -> str:
             return f"{xs[min(len(xs) - 1, int(q * len(xs)))] * 1000:.0f}" if xs else "-"
-        parts = [f"sent {self.sent}, answered {self.answered}, lost {self.lost}",
-                 f"statuses {dict(self.statuses())}"]
+
+        parts = [
+            f"sent {self.sent}, answered {self.answered}, lost {self.lost}",
+            f"statuses {dict(self.statuses())}",
+        ]
         for status in (200, 429):
             xs = self.seconds(status)
             if xs:
-                parts.append(f"{status} latency p50 {pct(xs, 0.5)} / p99 {pct(xs, 0.99)} / "
-                             f"max {xs[-1] * 1000:.0f} ms")
+                parts.append(
+                    f"{status} latency p50 {pct(xs, 0.5)} / p99 {pct(xs, 0.99)} / "
+                    f"max {xs[-1] * 1000:.0f} ms"
+                )
         return "; ".join(parts)
 
 
-async def run_load(url: str, payloads: list[bytes], *, workers: int, duration_s: float,
-                   stop: asyncio.Event | None = None, fresh_connections: bool = False,
-                   on_tick: Callable[[], None] | None = None) -> Tally:
+async def run_load(
+    url: str,
+    payloads: list[bytes],
+    *,
+    workers: int,
+    duration_s: float,
+    stop: asyncio.Event | None = None,
+    fresh_connections: bool = False,
+    on_tick: Callable[[], None] | None = None,
+) -> Tally:
     """POST /v1/predict in a closed loop from `workers` clients for `duration_s` (or until stop)."""
     tally = Tally()
     stop = stop or asyncio.Event()
@@ -77,8 +91,11 @@ async def run_load(url: str, payloads: list[bytes], *, workers: int, duration_s:
             n += workers
             start = time.monotonic()
             try:
-                r = await client.post(f"{url}/v1/predict", headers=headers,
-                                      files={"file": (f"{SECRET_NAME}.png", data)})
+                r = await client.post(
+                    f"{url}/v1/predict",
+                    headers=headers,
+                    files={"file": (f"{SECRET_NAME}.png", data)},
+                )
             except httpx.ConnectError:
                 tally.refused_connections += 1
                 await asyncio.sleep(0.01)
@@ -86,9 +103,17 @@ async def run_load(url: str, payloads: list[bytes], *, workers: int, duration_s:
             except httpx.HTTPError as exc:  # sent (at least partly) and no answer came back
                 tally.outcomes.append(Outcome(None, time.monotonic() - start, repr(exc)))
                 continue
-            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-            tally.outcomes.append(Outcome(r.status_code, time.monotonic() - start,
-                                          retry_after=r.headers.get("retry-after"), body=body))
+            body = (
+                r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            )
+            tally.outcomes.append(
+                Outcome(
+                    r.status_code,
+                    time.monotonic() - start,
+                    retry_after=r.headers.get("retry-after"),
+                    body=body,
+                )
+            )
 
     async def ticker() -> None:
         while not stop.is_set() and time.monotonic() < end:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-WORDS = ("patient", "report", "invoice", "total", "date", "signature", "radiology", "the", "and",
-         "of", "meeting", "agenda", "budget", "summary", "page", "notes")
+from tests.support.images import encode
 
-
-def png(img: Image.Image, fmt: str = "PNG") -> bytes:
-    """Encode a Pillow image."""
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
+WORDS = (
+    "patient",
+    "report",
+    "invoice",
+    "total",
+    "date",
+    "signature",
+    "radiology",
+    "the",
+    "and",
+    "of",
+    "meeting",
+    "agenda",
+    "budget",
+    "summary",
+    "page",
+    "notes",
+)
 
 
 def colour_photograph(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
@@ -37,7 +46,7 @@ def colour_photograph(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
             draw.rectangle([x0 - r, y0 - r // 2, x0 + r, y0 + r // 2], fill=colour)
     pil = pil.filter(ImageFilter.GaussianBlur(2))
     noisy = np.asarray(pil, np.float32) + rng.normal(0, 4, (h, w, 3))
-    return png(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB"), "JPEG")
+    return encode(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB"), "JPEG")
 
 
 def text_page(seed: int, size: tuple[int, int] = (600, 800)) -> bytes:
@@ -51,23 +60,23 @@ def text_page(seed: int, size: tuple[int, int] = (600, 800)) -> bytes:
         line = " ".join(rng.choice(WORDS, size=int(rng.integers(4, 9))))
         draw.text((30, y), line, fill=int(rng.integers(0, 60)), font=font)
         y += int(rng.integers(24, 40))
-    return png(pil)
+    return encode(pil)
 
 
 def noise(seed: int, size: int = 256, colour: bool = False) -> bytes:
     """Uniform random pixels, grey or RGB."""
     rng = np.random.default_rng(seed)
     shape = (size, size, 3) if colour else (size, size)
-    return png(Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)))
+    return encode(Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)))
 
 
 def blank(level: int, size: tuple[int, int] = (300, 300)) -> bytes:
     """A uniform image of one grey level."""
-    return png(Image.new("L", size, level))
+    return encode(Image.new("L", size, level))
 
 
 def strip(seed: int) -> bytes:
     """A band across a synthetic chest, 4:1: anatomy, but not a whole chest film."""
     from training.phantom import generate_phantom
 
-    return png(Image.fromarray(generate_phantom(seed, 256).image[96:160]))
+    return encode(Image.fromarray(generate_phantom(seed, 256).image[96:160]))

@@ -1,0 +1,57 @@
+"""Talking to a running API or web app: /metrics samples, batch predictions, the upload form."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import TYPE_CHECKING
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from flask.testing import FlaskClient
+    from werkzeug.test import TestResponse
+
+
+def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """Every sample of `url`/metrics as {name{labels}: value} (labels sorted, `k=v` joined by
+    commas; a sample without labels is just its name)."""
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def predict_many(url: str, blobs: list[tuple[str, bytes]], query: str = "") -> list[dict]:
+    """Batch predictions from the API, 32 files per request, in order."""
+    results = []
+    for i in range(0, len(blobs), 32):
+        files = [("files", item) for item in blobs[i : i + 32]]
+        r = httpx.post(f"{url}/v1/predict/batch{query}", files=files, timeout=60)
+        assert r.status_code == 200, r.text
+        results += r.json()["results"]
+    return results
+
+
+def csrf_token(client: FlaskClient) -> str:
+    """Load the web app's upload page like a browser and return the form's CSRF token."""
+    page = client.get("/")
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    assert match, "upload page has no CSRF field"
+    return match.group(1)
+
+
+def post_files(
+    client: FlaskClient, files: list[tuple[bytes, str]], token: str | None = "auto"
+) -> TestResponse:
+    """Submit the web app's upload form with (bytes, filename) pairs, as the browser does."""
+    data: dict[str, object] = {"files": [(io.BytesIO(b), name) for b, name in files]}
+    if token == "auto":
+        token = csrf_token(client)
+    if token is not None:
+        data["csrf_token"] = token
+    return client.post("/predict", data=data, content_type="multipart/form-data")
