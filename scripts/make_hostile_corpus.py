@@ -4,15 +4,16 @@ Two sets, each file with the answer the API owes it:
   hostile  — broken, disguised or malicious files: a 4xx whose message names the problem;
   unusual  — valid images in awkward encodings: accepted (200).
 
-    python scripts/make_hostile_corpus.py OUT_DIR     # writes the files + manifest.json
+    python -m scripts.make_hostile_corpus OUT_DIR     # writes the files + manifest.json
 
-Tests import `hostile_cases()` / `unusual_cases()` and post the bytes straight from memory.
+Run it from the repository root: the synthetic X-ray, the encoder and the DICOM writer come from
+tests/support/images.py, which the tests share. Tests import `hostile_cases()` / `unusual_cases()`
+and post the bytes straight from memory.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import struct
 import zlib
@@ -20,17 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    HTJ2KLossless,
-    JPEG2000Lossless,
-    RLELossless,
-    generate_uid,
-)
+from pydicom.uid import HTJ2KLossless, JPEG2000Lossless, RLELossless
+
+from tests.support.images import dicom, encode, xray
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -46,29 +40,6 @@ class Case:
 
 
 # ---------------------------------------------------------------------------- building blocks
-
-def xray(width: int = 256, height: int = 256, seed: int = 0, brightness: float = 1.0) -> np.ndarray:
-    """A chest-X-ray-like uint8 image: bright ellipse body, two darker lungs, black padding."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    cx, cy = width / 2, height / 2
-    body = ((xx - cx) / (0.42 * width)) ** 2 + ((yy - cy) / (0.48 * height)) ** 2 < 1
-    img = np.where(body, 170.0, 0.0)
-    for side in (-1, 1):
-        lung = ((xx - cx - side * 0.18 * width) / (0.12 * width)) ** 2 + \
-               ((yy - cy) / (0.3 * height)) ** 2 < 1
-        img = np.where(lung, 70.0, img)
-    img = img * brightness + rng.normal(0, 6, img.shape) * body
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def encode(img: Image.Image | np.ndarray, fmt: str, **save: object) -> bytes:
-    if isinstance(img, np.ndarray):
-        img = Image.fromarray(img)
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **save)
-    return buf.getvalue()
-
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -124,32 +95,6 @@ def bmp_claiming(width: int, height: int) -> bytes:
 def animated(fmt: str, frames: int = 3) -> bytes:
     images = [Image.fromarray(xray(128, 128, seed=i)) for i in range(frames)]
     return encode(images[0], fmt, save_all=True, append_images=images[1:], duration=100, loop=0)
-
-
-def dicom(pixels: np.ndarray | None, *, photometric: str = "MONOCHROME2",
-          syntax: str = ExplicitVRLittleEndian, frame: bytes | None = None,
-          bits_stored: int = 12, truncate_to: int | None = None) -> bytes:
-    """A DICOM Part-10 file (16-bit grey) written by pydicom; the knobs break it on purpose."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\x00" * 128)
-    ds.Modality, ds.PatientSex, ds.PatientAge = "DX", "F", "054Y"
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-        ds.PixelRepresentation = 0
-        raw = pixels.astype(np.uint16).tobytes()
-        if frame is not None:  # one encapsulated frame: a real codestream, or junk
-            ds.PixelData = encapsulate([frame])
-        else:
-            ds.PixelData = raw[:truncate_to] if truncate_to is not None else raw
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def j2k_codestream(pixels: np.ndarray) -> bytes:
