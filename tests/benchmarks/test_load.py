@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from benchmarks.payloads import multipart_body, phantom_pngs
 from benchmarks.procs import ServerProcess, start_server
 from benchmarks.scenarios import run_level, soak
-from tests.support.models import SIZE, make_model_dir
+from tests.support.models import SIZE
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    model_dir = make_model_dir(tmp_path_factory.mktemp("model"))
-    proc = start_server("service", "service", {"MODEL_DIR": str(model_dir)}, "/readyz",
-                        tmp_path_factory.mktemp("logs"), timeout_s=60)
-    yield proc
-    proc.stop()
+def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServerProcess]:
+    with start_server("service", "service", {"MODEL_DIR": str(model_dir)}, "/readyz",
+                      tmp_path_factory.mktemp("logs"), timeout_s=60) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -43,10 +43,8 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
             "PREPROCESS_THREADS": "1",
         },
     )
-    try:
-        yield api.start(timeout_s=90).url, api.log
-    finally:
-        api.stop()
+    with api.start(timeout_s=90):
+        yield api.url, api.log
 
 
 @pytest.fixture(scope="session")
@@ -105,10 +103,8 @@ def live_gateway(
             "GATEWAY_THREADS": "4",
         },
     )
-    try:
-        yield web.start(timeout_s=30).url, web.log
-    finally:
-        web.stop()
+    with web.start(timeout_s=30):
+        yield web.url, web.log
 
 
 @pytest.fixture(scope="module")

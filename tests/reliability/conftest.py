@@ -9,18 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.loadgen import SECRET_NAME
-from tests.support.models import make_model_dir
 from tests.support.procs import ServerProcess, debug_service
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("rel-model"))
-
-
-@pytest.fixture(scope="session")
-def faulty_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("rel-faulty"), faulty=True)
 
 
 @pytest.fixture(scope="session")
@@ -40,14 +29,14 @@ def service_logs() -> Iterator[list[Path]]:
 
 @pytest.fixture
 def start_service(
-    tmp_path: Path, tiny_model_dir: Path, service_logs: list[Path]
+    tmp_path: Path, model_dir: Path, service_logs: list[Path]
 ) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start `python -m service` (env overrides as kwargs); stopped and its log scanned
     for SECRET_NAME afterwards."""
     started: list[ServerProcess] = []
 
     def start(**env: str) -> ServerProcess:
-        env.setdefault("MODEL_DIR", str(tiny_model_dir))
+        env.setdefault("MODEL_DIR", str(model_dir))
         log = tmp_path / f"service-{len(started)}.log"
         service_logs.append(log)
         svc = debug_service(log, **env)

@@ -102,9 +102,9 @@ def test_a_stalled_upload_gets_408_and_its_connection_closed(start_service) -> N
     assert r.status_code == 200, r.text
 
 
-def test_ort_failing_for_some_batches_fails_only_those(start_service, faulty_tiny_model_dir) -> None:
+def test_ort_failing_for_some_batches_fails_only_those(start_service, faulty_model_dir) -> None:
     # the faulty model raises inside ORT for any batch holding a very bright image
-    svc = start_service(MODEL_DIR=str(faulty_tiny_model_dir), MAX_BATCH_SIZE="4",
+    svc = start_service(MODEL_DIR=str(faulty_model_dir), MAX_BATCH_SIZE="4",
                         MAX_WAIT_MS="20", FLUSH_WHEN_IDLE="false")
     bright, dark = 1.6, 0.5  # brightness: max pixel > 250 breaks the batch, < 250 does not
 
@@ -144,7 +144,7 @@ def test_ort_failing_for_some_batches_fails_only_those(start_service, faulty_tin
 
 
 def test_api_restart_under_the_web_app_gives_a_retry_message_then_recovers(
-        start_service, tmp_path, tiny_model_dir) -> None:
+        start_service, tmp_path, model_dir) -> None:
     svc = start_service()
     web = create_web_app(WebSettings(api_url=svc.url, secret_key="k" * 32))
     client = web.test_client()
@@ -167,7 +167,7 @@ def test_api_restart_under_the_web_app_gives_a_retry_message_then_recovers(
         assert client.get("/api/health").json == {"api": "down"}
 
         restarted = debug_service(tmp_path / "restarted.log", port=svc.port,
-                                  MODEL_DIR=str(tiny_model_dir)).start()
+                                  MODEL_DIR=str(model_dir)).start()
         try:
             assert client.get("/api/health").json == {"api": "ready"}
             assert api_predict().status_code == 200

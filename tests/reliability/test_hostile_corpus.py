@@ -26,11 +26,11 @@ RSS_GROWTH_LIMIT_MB = 150
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
+def api(tmp_path_factory: pytest.TempPathFactory, model_dir: Path,
         service_logs: list[Path]) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("hostile") / "service.log"
     service_logs.append(log)
-    svc = debug_service(log, MODEL_DIR=str(tiny_model_dir)).start()
+    svc = debug_service(log, MODEL_DIR=str(model_dir)).start()
     yield svc
     assert svc.terminate() == 0
     assert SECRET_NAME not in svc.log_text()

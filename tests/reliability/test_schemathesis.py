@@ -22,12 +22,12 @@ MAX_EXAMPLES = 25  # per operation and phase; the whole module runs in well unde
 
 
 @pytest.fixture(scope="module")
-def fuzzed_service(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
+def fuzzed_service(tmp_path_factory: pytest.TempPathFactory, model_dir: Path,
                    service_logs: list[Path]) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("schemathesis") / "service.log"
     service_logs.append(log)
     # small limits so generated bodies exercise the refusals too
-    svc = debug_service(log, MODEL_DIR=str(tiny_model_dir), MAX_BATCH_FILES="4").start()
+    svc = debug_service(log, MODEL_DIR=str(model_dir), MAX_BATCH_FILES="4").start()
     yield svc
     assert svc.terminate() == 0
     print(f"\nschemathesis: {sum(STATUSES.values())} requests, statuses {dict(sorted(STATUSES.items()))}, "

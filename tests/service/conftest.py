@@ -1,4 +1,4 @@
-"""Fixtures for the API tests: a tiny real ONNX model + card, images, a real uvicorn server."""
+"""Fixtures for the API tests: images and real uvicorn servers on the tiny model (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,7 @@ import pytest
 
 from service.settings import Settings
 from tests.support.images import encode, xray_array
-from tests.support.models import make_model_dir
 from tests.support.servers import RunningServer, server_settings
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="session")
-def faulty_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("faulty"), faulty=True)
 
 
 @pytest.fixture

@@ -25,8 +25,7 @@ def test_overload_sheds_with_429_and_loses_nothing(model_dir, tmp_path) -> None:
             return await asyncio.gather(*(client.post(f"{url}/v1/predict",
                                                       content=payloads[i % len(payloads)])
                                           for i in range(n)), return_exceptions=True)
-    svc.start(timeout_s=30)
-    try:
+    with svc.start(timeout_s=30):
         asyncio.run(flood(40, 8))  # warm the allocator before measuring memory
         before = svc.rss_mb()
         responses = asyncio.run(flood(400, 64))
@@ -44,5 +43,3 @@ def test_overload_sheds_with_429_and_loses_nothing(model_dir, tmp_path) -> None:
         assert httpx.post(f"{url}/v1/predict", content=payloads[0]).status_code == 200
         svc.proc.send_signal(signal.SIGTERM)
         assert svc.proc.wait(timeout=30) == 0
-    finally:
-        svc.stop()

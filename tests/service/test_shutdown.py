@@ -17,9 +17,9 @@ def test_sigterm_drains_queued_and_in_flight_requests(model_dir, tmp_path) -> No
         # requests sit queued in the batcher when SIGTERM lands
         "MAX_BATCH_SIZE": "64", "MAX_WAIT_MS": "1000", "FLUSH_WHEN_IDLE": "false",
         "SHUTDOWN_GRACE_S": "0.5", "DRAIN_TIMEOUT_S": "10", "PREPROCESS_THREADS": "2"})
-    svc.start(timeout_s=30)
-    url, proc = svc.url, svc.proc
-    try:
+    url = svc.url
+    with svc.start(timeout_s=30):
+        proc = svc.proc
         payloads = [encode(xray_array(seed=i)) for i in range(12)]
 
         async def scenario():
@@ -42,5 +42,3 @@ def test_sigterm_drains_queued_and_in_flight_requests(model_dir, tmp_path) -> No
         assert len(responses) == 12
         assert proc.wait(timeout=30) == 0
         assert "draining" in svc.log_text()
-    finally:
-        svc.stop()

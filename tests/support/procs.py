@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -75,7 +76,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_s = self.ready_cpu_s = 0.0
 
-    def start(self, timeout_s: float = 60, poll_s: float = 0.05) -> ServerProcess:
+    def start(self, timeout_s: float = 60, poll_s: float = 0.05) -> Self:
         """Start and return once `ready_path` answers 200; RuntimeError (with the end of the
         log) if the process exits first or is not ready within `timeout_s`."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,12 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
