@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
+
+from tests.support.paths import MODELS
 
 CARD = {
     "name": "cxr-age-sex", "version": "1.2.3", "created": "2026-11-25T21:00:00Z",
@@ -71,10 +74,7 @@ def test_model_page_names_what_does_not_fit_the_card_schema(mock_app) -> None:
 
 
 def test_model_page_of_the_committed_card_has_no_schema_warning(mock_app) -> None:
-    import json
-    from pathlib import Path
-
-    card = json.loads((Path(__file__).resolve().parents[2] / "models/model.json").read_text())
+    card = json.loads((MODELS / "model.json").read_text())
     app, _ = mock_app(lambda r: httpx.Response(200, json=card))
     html = app.test_client().get("/model").get_data(as_text=True)
     assert card["version"] in html and "does not match the schema" not in html

@@ -19,8 +19,8 @@ from PIL import Image
 from service.app import create_app
 from service.settings import Settings
 from tests.support.images import xray
+from tests.support.paths import MODELS
 
-ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "api_outputs.json"
 
 
@@ -43,7 +43,7 @@ def answers() -> dict[str, list]:
     colour = png(np.stack([xray(256, 256, seed=1), np.zeros((256, 256), np.uint8),
                            xray(256, 256, seed=2)], -1))
     out: dict[str, list] = {}
-    settings = Settings(model_dir=ROOT / "models", preprocess_threads=1, ort_intra_op_threads=1)
+    settings = Settings(model_dir=MODELS, preprocess_threads=1, ort_intra_op_threads=1)
     with TestClient(create_app(settings)) as c:
         r = c.post("/v1/predict?intervals=0.8,0.95", files={"file": ("a.png", good, "image/png")})
         out["predict"] = [r.status_code, without_timings(r.json())]

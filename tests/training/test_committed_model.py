@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -13,12 +12,11 @@ import pytest
 
 from cxr.card import Preprocessing
 from cxr.imaging import PreprocessParams, preprocess_bytes
+from tests.support.paths import MODELS, NIH
 from training.calibration import mahalanobis
 from training.phantom import generate_phantom, phantom_png
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL, CARD = ROOT / "models" / "model.onnx", ROOT / "models" / "model.json"
-NIH = ROOT.parent / "shared" / "data" / "nih-cxr-1000"
+MODEL, CARD = MODELS / "model.onnx", MODELS / "model.json"
 
 
 @pytest.fixture(scope="module")
