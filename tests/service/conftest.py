@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,22 +26,6 @@ def settings_for(model_dir: Path) -> Callable[..., Settings]:
         return server_settings(**{"model_dir": model_dir, **overrides})
 
     return make
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Settings], RunningServer]]:
-    """Factory: start a server with the given Settings; all are stopped after the test."""
-    servers: list[RunningServer] = []
-
-    def start(settings: Settings) -> RunningServer:
-        server = RunningServer(settings).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop()
 
 
 @pytest.fixture

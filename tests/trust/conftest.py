@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.settings import Settings
 from tests.support.paths import MODELS, NIH
 from tests.support.servers import RunningServer, server_settings
 from training.data import read_nih
@@ -53,16 +54,12 @@ def demo_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def serve_demo() -> Iterator[Callable[..., RunningServer]]:
-    """Factory: a server on a model directory with Settings overrides; stopped after the test."""
-    servers: list[RunningServer] = []
+def serve_demo(serve: Callable[[Settings], RunningServer]) -> Callable[..., RunningServer]:
+    """Factory: a server on a model directory (the committed one by default) with Settings
+    overrides; stopped after the test."""
 
     def start(model_dir: Path = MODELS, **overrides: object) -> RunningServer:
-        server = RunningServer(server_settings(model_dir, **overrides)).start()
-        servers.append(server)
-        return server
+        return serve(server_settings(model_dir, **overrides))
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
