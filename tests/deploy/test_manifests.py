@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .manifests import (
+from tests.support.manifests import (
     KustomizeError,
     key_of,
     load_documents,

@@ -11,5 +11,6 @@ from elsewhere comes from here, never from a sibling test module:
 - `models`: tiny ONNX models with matching model cards;
 - `http`: /metrics scraping, batch predictions, the web app's upload form;
 - `loadgen`: a small closed-loop load generator;
-- `browser`: headless Chromium for the browser tests.
+- `browser`: headless Chromium for the browser tests;
+- `manifests`: render, validate and police the Kubernetes manifests (deploy/kubernetes).
 """

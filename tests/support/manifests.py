@@ -23,8 +23,10 @@ import kubernetes_validate
 import yaml
 from referencing import Registry, Resource
 
+from tests.support.paths import REPO
+
 K8S_VERSION = "1.32.0"  # the oldest Kubernetes the manifests must apply to
-SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMAS = REPO / "tests" / "deploy" / "schemas"
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects_v1alpha1.yaml",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules_v1.yaml",
