@@ -9,14 +9,14 @@ from typing import TypedDict
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxr.errors import ImageError
 from service import routes_v1, routes_v2
 from service.deps import ApiKeyAuth
+from service.docs import add_docs
 from service.engine import Engine
 from service.errors import ApiError, Overloaded, Unauthorized, status_of
 from service.lifecycle import Lifecycle
@@ -91,13 +91,7 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+    add_docs(app)  # /docs and /redoc with their assets served from here: they work offline
 
     @app.exception_handler(ImageError)
     @app.exception_handler(ApiError)
