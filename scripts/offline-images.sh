@@ -12,7 +12,11 @@
 #        e.g. on a machine with internet, then carry .wheelhouse/ across the air gap)
 # Env: BASE_IMAGE (python:3.11-slim), LOCAL_BASE (cxr-base:bookworm), IMAGE_TAG (latest),
 #      WHEELHOUSE (.wheelhouse), DEBIAN_MIRROR (default: the mirror apt uses on this host),
-#      OFFLINE=1 (do not even try to pull BASE_IMAGE), NO_CACHE=1 (rebuild every layer).
+#      OFFLINE=1 (do not even try to pull BASE_IMAGE), NO_CACHE=1 (rebuild every layer),
+#      PROGRESS_S (seconds between progress lines, 20).
+# Time: ~12-15 min the first time on a 2-core machine (base ~1 min, wheels ~3 min, mostly
+# TensorFlow, images ~8-10 min); ~1-2 min when only code changed. It prints a line per stage
+# and a progress line every PROGRESS_S seconds, each with the elapsed time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +27,27 @@ WHEELHOUSE=${WHEELHOUSE:-.wheelhouse}
 PYTHON=${PYTHON:-python3}
 SUITE=bookworm  # its python3 is 3.11, the version every wheel is downloaded for
 
-log() { echo "offline-images: $*" >&2; }
+PROGRESS_S=${PROGRESS_S:-20}
+
+# Every line carries the time since the start, so a long stage is visibly alive.
+log() { printf 'offline-images: [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
+
+# progress PID COMMAND…: while PID runs, logs the COMMAND's one-line status every PROGRESS_S s.
+progress() {
+  local pid=$1 next=$((SECONDS + PROGRESS_S)); shift
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if [ $SECONDS -ge $next ]; then log "  … $("$@" 2>/dev/null)"; next=$((SECONDS + PROGRESS_S)); fi
+  done
+}
+
+# "N wheels, M MB" in a wheelhouse folder.
+wheel_count() {
+  local n mb
+  n=$(find "$1" -maxdepth 1 -name '*.whl' 2>/dev/null | wc -l)
+  mb=$(du -sm "$1" 2>/dev/null | cut -f1)
+  echo "$n wheels, ${mb:-0} MB"
+}
 
 # image name per target; docker-compose.yml names the same tags
 declare -A IMAGE=([serve]=cxr-age-sex-api [web]=cxr-age-sex-web [train]=cxr-age-sex-train)
@@ -57,16 +81,20 @@ debian_mirror() {
 
 # A Debian bookworm root filesystem with python3 + venv, imported as LOCAL_BASE.
 build_local_base() {
-  command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
+  command -v debootstrap >/dev/null || { log "debootstrap missing (make system-deps, or apt-get install debootstrap)"; exit 1; }
   [ "$(id -u)" = 0 ] || { log "debootstrap needs root"; exit 1; }
   local mirror root
   mirror=$(debian_mirror) || { log "no Debian mirror found in apt sources; set DEBIAN_MIRROR"; exit 1; }
   root=$(mktemp -d /var/tmp/cxr-base.XXXXXX)
   # shellcheck disable=SC2064  # expand $root now: the trap outlives the local
   trap "rm -rf '$root'" EXIT
-  log "building $LOCAL_BASE with debootstrap ($SUITE) — a few minutes, once"
+  log "building $LOCAL_BASE with debootstrap ($SUITE) from $mirror — ~1-3 min, once"
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-    "$SUITE" "$root" "$mirror" >/dev/null
+    "$SUITE" "$root" "$mirror" >"$root.log" 2>&1 &
+  local pid=$!
+  progress $pid tail -1 "$root.log"
+  wait $pid || { tail -20 "$root.log" >&2; rm -f "$root.log"; log "debootstrap FAILED"; exit 1; }
+  rm -f "$root.log"
   # Smaller image: package caches, docs and locales are not needed at run time.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
@@ -82,11 +110,16 @@ build_local_base() {
 
 # Prints the base image to build on.
 resolve_base() {
-  if have_image "$BASE_IMAGE"; then echo "$BASE_IMAGE"; return; fi
-  if [ "${OFFLINE:-0}" != 1 ] && timeout 120 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
-    echo "$BASE_IMAGE"; return
+  if have_image "$BASE_IMAGE"; then log "base image: $BASE_IMAGE (present)"; echo "$BASE_IMAGE"; return; fi
+  if [ "${OFFLINE:-0}" != 1 ]; then
+    log "trying to pull $BASE_IMAGE (at most ${PULL_TIMEOUT_S:-120} s)"
+    if timeout "${PULL_TIMEOUT_S:-120}" docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+      log "base image: $BASE_IMAGE (pulled)"; echo "$BASE_IMAGE"; return
+    fi
+    log "cannot pull $BASE_IMAGE: using the local Debian base $LOCAL_BASE instead"
   fi
   have_image "$LOCAL_BASE" || build_local_base
+  log "base image: $LOCAL_BASE"
   echo "$LOCAL_BASE"
 }
 
@@ -116,9 +149,9 @@ fill_wheelhouse() {
   digest=$(sha256sum "requirements/$target.lock" | cut -d' ' -f1)
   stamp=$dir/.requirements.sha256
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
-    log "wheelhouse $dir is current"; return
+    log "wheelhouse $dir is current ($(wheel_count "$dir"))"; return
   fi
-  log "downloading wheels for $target into $dir"
+  log "downloading wheels for $target into $dir (train: ~430 MB, a few minutes)"
   mkdir -p "$dir"
   local platforms=() v
   # manylinux_2_17 (= manylinux2014) … 2_36: every glibc up to bookworm's 2.36
@@ -126,8 +159,12 @@ fill_wheelhouse() {
   "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: \
     "${platforms[@]}" --platform manylinux2014_x86_64 \
     --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
-    -d "$dir" --require-hashes -r "requirements/$target.lock"
+    -d "$dir" --require-hashes -r "requirements/$target.lock" &
+  local pid=$!
+  progress $pid wheel_count "$dir"
+  wait $pid || { log "pip download FAILED for $target"; exit 1; }
   echo "$digest" >"$stamp"
+  log "wheelhouse $dir ready ($(wheel_count "$dir"))"
 }
 
 # The build context of each image: only what its Dockerfile copies (plus its wheels).
@@ -148,34 +185,46 @@ context_tar() {
 }
 
 build_image() {
-  local target=$1 base=$2 tag=${IMAGE[$1]}:$IMAGE_TAG out deps
+  local target=$1 base=$2 tag=${IMAGE[$1]}:$IMAGE_TAG out deps buildlog pid t0=$SECONDS
   log "building $tag from ${DOCKERFILE[$target]} on $base"
   # The classic builder (no BuildKit/buildx needed) with a context streamed on stdin: only this
   # image's files, and its wheels, which the Dockerfile COPYs into the `deps` stage alone.
   # --network none: proof that nothing in the build reaches for the network.
-  if ! out=$(context_tar "$target" | DOCKER_BUILDKIT=0 docker build \
+  buildlog=$(mktemp "${TMPDIR:-/tmp}/cxr-build-$target.XXXXXX")
+  (context_tar "$target" | DOCKER_BUILDKIT=0 docker build \
       --network none --force-rm ${NO_CACHE:+--no-cache} -f "${DOCKERFILE[$target]}" -t "$tag" \
       --build-arg "BASE_IMAGE=$base" \
       --build-arg "WHEELHOUSE=.ctx-wheels" \
       --build-arg "PIP_ARGS=--no-index --find-links /tmp/wheels" \
-      - 2>&1); then
-    echo "$out" | tail -40 >&2
+      -) >"$buildlog" 2>&1 &
+  pid=$!
+  # the Dockerfile step the build is at, e.g. "serve: Step 7/19 : RUN python3 -m venv …"
+  progress $pid bash -c "grep '^Step ' '$buildlog' | tail -1 | cut -c1-100 | sed 's/^/$target: /'"
+  if ! wait $pid; then
+    tail -40 "$buildlog" >&2
+    rm -f "$buildlog"
     log "FAILED to build $tag"
     exit 1
   fi
+  out=$(cat "$buildlog"); rm -f "$buildlog"
   # Tag the last layer of the `deps` stage (the step before `FROM … AS final`), so that the
   # installed venv stays the layer cache and is never pruned as dangling.
   deps=$(echo "$out" | awk '/^Step [0-9]+\/[0-9]+ : FROM .* AS final/ {print id; exit}
                             /^ ---> [0-9a-f]+$/ {id = $2}')
   [ -n "$deps" ] && docker tag "$deps" "${IMAGE[$target]}:deps-cache"
-  log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'))"
+  log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'), $((SECONDS - t0)) s)"
 }
 
 main() {
   local targets=("$@") base t
   # One build at a time on this engine: two runs would race for the same tags and caches.
   exec 9>"${TMPDIR:-/tmp}/cxr-offline-images.lock"
-  flock 9
+  if ! flock -n 9; then
+    log "another offline-images.sh run holds the lock; waiting for it to finish"
+    flock 9
+    log "lock free after $SECONDS s; the clock restarts"
+    SECONDS=0
+  fi
   [ ${#targets[@]} -gt 0 ] || targets=(serve web train)
   case "${targets[*]}" in
     base) resolve_base; return ;;
@@ -184,11 +233,16 @@ main() {
   for t in "${targets[@]}"; do
     [ -n "${IMAGE[$t]:-}" ] || { log "unknown image '$t' (serve, web, train, lb)"; exit 2; }
   done
+  log "building ${targets[*]}: ~12-15 min the first time on 2 cores, ~1-2 min when only code changed"
+  log "stage 1/3: base image"
   base=$(resolve_base)
+  log "stage 2/3: wheelhouse ($WHEELHOUSE)"
   for t in "${targets[@]}"; do fill_wheelhouse "$t"; done
+  log "stage 3/3: images (docker build --network none)"
   for t in "${targets[@]}"; do build_image "$t" "$base"; done
   # Images these tags replaced are now dangling: drop ours (the caches are tagged, so kept).
   docker image prune -f --filter "label=org.opencontainers.image.vendor=cxr-age-sex" >/dev/null || true
+  log "done: ${targets[*]} built in $((SECONDS / 60)) min $((SECONDS % 60)) s"
 }
 
 main "$@"

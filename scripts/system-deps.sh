@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite uses for real, when missing and when we can.
+# Installs the Debian packages the test suite and the offline image build use for real, when
+# missing and when we can.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v kubectl >/dev/null 2>&1 || need+=(kubectl)  # tests/deploy compares its kustomize output
+# scripts/offline-images.sh builds its base image with debootstrap when none can be pulled.
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]}; install them (Debian: apt-get install ${need[*]}); tests needing them will skip" >&2
