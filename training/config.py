@@ -1,9 +1,13 @@
-"""TrainConfig: every knob of a training run, with the reason for its default."""
+"""TrainConfig: every knob of a training run, with the reason for its default.
+
+Each field is declared `name: type = field(default=..., metadata={"help": "..."})`: the help text
+is the one source of the `python -m training train --help` line (build_parser adds the default).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 FORMATS = ("auto", "spr", "nih", "csv", "dicom", "phantom")
@@ -13,32 +17,90 @@ FORMATS = ("auto", "spr", "nih", "csv", "dicom", "phantom")
 class TrainConfig:
     """A training run; saved as config.json in the run directory so export can rebuild it."""
 
-    format: str = "auto"  # dataset layout; see training/data.py
-    data: str = ""  # dataset folder (for phantom: where to write it; default <run_dir>/phantom-data)
-    run_dir: str = "runs/default"
-    image_size: int = 256  # model input S×S; the demo model uses 64 because its data is 64×64
-    n_phantoms: int = 300  # images generated for --format phantom
-    backbone: str = "cnn"  # "cnn" (our own) or a keras.applications name, e.g. DenseNet121
-    weights: str = "none"  # imagenet|none, for keras.applications backbones
-    width: int = 16  # filters in the first conv block; doubles per block up to 8×
-    depth: int = 4  # conv blocks (each halves the resolution)
-    neck_dim: int = 64  # dense layer shared by the two heads
-    dropout: float = 0.3
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    age_loss: str = "mae"  # mae|huber; MAE is the metric we report; Huber is smooth near zero
-    huber_delta: float = 5.0  # years
-    patience: int = 15  # early stopping on validation loss
-    lr_schedule: str = "cosine"  # cosine (smooth decay to ~0: late epochs are stable) | plateau
-    age_weight: float = 1.0  # extra weight of the age loss relative to the sex loss
-    augment: bool = True  # small rotation/shift/zoom, brightness/contrast (training split only)
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    threads: int = 2  # TensorFlow intra-op threads; CI machines are small
-    workers: int = 4  # decode threads (Pillow releases the GIL)
+    format: str = field(
+        default="auto",
+        metadata={"help": "dataset layout (training/data.py); auto guesses it from the folder"},
+    )
+    data: str = field(
+        default="",
+        metadata={
+            "help": "dataset folder; for phantom, where to write it (default: <run-dir>/phantom-data)"
+        },
+    )
+    run_dir: str = field(
+        default="runs/default",
+        metadata={"help": "where the run's config, checkpoints, metrics and plots are written"},
+    )
+    image_size: int = field(
+        default=256,
+        metadata={
+            "help": "model input S×S pixels; the demo model uses 64 because its data is 64×64"
+        },
+    )
+    n_phantoms: int = field(
+        default=300, metadata={"help": "images generated for --format phantom (alias --n)"}
+    )
+    backbone: str = field(
+        default="cnn",
+        metadata={
+            "help": "'cnn' (our own small CNN) or a keras.applications name, e.g. DenseNet121"
+        },
+    )
+    weights: str = field(
+        default="none", metadata={"help": "initial weights of a keras.applications backbone"}
+    )
+    width: int = field(
+        default=16, metadata={"help": "filters in the first conv block; doubles per block up to 8×"}
+    )
+    depth: int = field(default=4, metadata={"help": "conv blocks, each halving the resolution"})
+    neck_dim: int = field(default=64, metadata={"help": "dense layer shared by the two heads"})
+    dropout: float = field(default=0.3, metadata={"help": "dropout rate before and after the neck"})
+    epochs: int = field(
+        default=60, metadata={"help": "maximum epochs (early stopping may end sooner)"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "images per training step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Adam's initial learning rate"})
+    weight_decay: float = field(
+        default=1e-4, metadata={"help": "L2 penalty on the conv kernels (cnn backbone)"}
+    )
+    age_loss: str = field(
+        default="mae", metadata={"help": "mae (the metric we report) or huber (smooth near zero)"}
+    )
+    huber_delta: float = field(default=5.0, metadata={"help": "Huber loss delta, in years"})
+    patience: int = field(
+        default=15,
+        metadata={"help": "epochs without a better validation loss before training stops"},
+    )
+    lr_schedule: str = field(
+        default="cosine",
+        metadata={
+            "help": "cosine (smooth decay to ~0: late epochs are stable) or plateau (halve on stalls)"
+        },
+    )
+    age_weight: float = field(
+        default=1.0, metadata={"help": "weight of the age loss relative to the sex loss"}
+    )
+    augment: bool = field(
+        default=True,
+        metadata={
+            "help": "small rotation/shift/zoom, brightness/contrast on the training split (true/false)"
+        },
+    )
+    val_fraction: float = field(
+        default=0.15, metadata={"help": "share of patients in the validation split"}
+    )
+    test_fraction: float = field(
+        default=0.15, metadata={"help": "share of patients in the test split"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the split, phantoms, weights, shuffling"}
+    )
+    threads: int = field(
+        default=2, metadata={"help": "TensorFlow intra-op threads; CI machines are small"}
+    )
+    workers: int = field(
+        default=4, metadata={"help": "image decode threads (Pillow releases the GIL)"}
+    )
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

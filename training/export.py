@@ -6,10 +6,17 @@ preprocessing; if any output differs by more than 1e-4, nothing is written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import re
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +35,31 @@ class ParityError(RuntimeError):
     """ONNX Runtime and Keras disagree: the artifact is not written."""
 
 
+# Lines TensorFlow's C++ core writes through absl straight to fd 2 during conversion (grappler's
+# "Starting new session", GPU probing); TF_CPP_MIN_LOG_LEVEL does not reach them.
+NATIVE_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IW]\d{4} )")
+
+
+@contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """Hold back what native code writes to fd 2; replay all but NATIVE_NOISE afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if not NATIVE_NOISE.match(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
+
+
 def convert(model, image_size: int, temperature: float, opset: int) -> bytes:
     """The Keras model as ONNX bytes: input `image`, outputs age, p_male (calibrated), embedding."""
     import tensorflow as tf
@@ -43,7 +75,8 @@ def convert(model, image_size: int, temperature: float, opset: int) -> bytes:
         return {"age": tf.identity(out["age"], name="age"), "p_male": tf.identity(p_male, name="p_male"),
                 "embedding": tf.identity(out["embedding"], name="embedding")}
 
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    with native_stderr_filtered():
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     _name_batch_axis(proto)
     return proto.SerializeToString()
 
@@ -83,12 +116,25 @@ def check_parity(onnx_bytes: bytes, model, images: np.ndarray, temperature: floa
     return report
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, version: str = "1.0.0") -> Path:
-    """Export the run's best model into out_dir (model.onnx + model.json); return the ONNX path."""
+def run_version(run_dir: Path) -> str:
+    """A version of the run's own: its start date (UTC) + a short hash of its config.json."""
+    config = run_dir / "config.json"
+    day = datetime.fromtimestamp(config.stat().st_mtime, UTC).strftime("%Y%m%d")
+    canonical = json.dumps(json.loads(config.read_text()), sort_keys=True).encode()
+    return f"{day}-{hashlib.sha256(canonical).hexdigest()[:8]}"
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17,
+               version: str | None = None) -> Path:
+    """Export the run's best model into out_dir (model.onnx + model.json); return the ONNX path.
+
+    version: the card's model version; None gives the run's own (run_version).
+    """
     from training.tfsetup import setup_tensorflow
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg = TrainConfig.load(run_dir / "config.json")
+    version = version or run_version(run_dir)
     setup_tensorflow(cfg.threads, cfg.seed)
     from training.evaluate import load_run_model, load_split_images
 
@@ -119,5 +165,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, ver
         shutil.move(onnx_path, out_dir / "model.onnx")
         shutil.move(Path(tmp) / "model.json", out_dir / "model.json")
     shutil.copy(out_dir / "model.json", run_dir / "model.json")
-    logger.info("wrote %s (%d bytes) and its card", out_dir / "model.onnx", len(onnx_bytes))
+    logger.info("wrote %s (%d bytes) and its card, version %s", out_dir / "model.onnx",
+                len(onnx_bytes), version)
     return out_dir / "model.onnx"

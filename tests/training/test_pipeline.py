@@ -1,6 +1,7 @@
 """End to end on synthetic phantoms: train (CLI) → evaluate → export behind the parity gate.
 
-One training run serves both the smoke test and the learning test (CI time is precious).
+`tiny`: 64 phantoms, 1 epoch (about a minute) — the default suite's full pass through the CLI.
+`run`: 400 phantoms, 10 epochs — the learning tests, marked slow (`make test-all`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +26,33 @@ from training.phantom import generate_phantom, phantom_png
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_ARGS = ["--format", "phantom", "--n", "400", "--image-size", "64", "--epochs", "10",
               "--batch-size", "16", "--learning-rate", "1e-3", "--workers", "2"]
+TINY_ARGS = ["--format", "phantom", "--n", "64", "--image-size", "64", "--epochs", "1",
+             "--batch-size", "16", "--workers", "2"]
+# TensorFlow / absl start-up chatter that `export` must not print
+TF_NOISE = ("oneDNN", "cuda", "absl::InitializeLog", "tensorflow/core", "tf2onnx.tf_utils",
+            "Using tensorflow", "rewriter", "Optimizing ONNX")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = env or {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
     return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, str, str]:
+    """A one-epoch run, exported with the command train printed: (run dir, train stdout, export
+    stderr). The environment is left as a newcomer's (no TF_CPP_MIN_LOG_LEVEL)."""
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    trained = run_cli("train", *TINY_ARGS, "--run-dir", str(run_dir), env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    command = re.search(r"python -m training (export .*)", trained.stdout)
+    assert command, trained.stdout[-2000:]
+    exported = run_cli(*command.group(1).replace("--out models", f"--out {run_dir}/models").split(),
+                       env=env)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    return run_dir, trained.stdout, exported.stderr
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +65,31 @@ def run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_run_dir_holds_everything(run):
+def test_run_dir_holds_everything(tiny):
+    run = tiny[0]
     for name in ("config.json", "split.csv", "data.json", "history.csv", "best.keras", "metrics.json",
                  "trust.json", "learning_curves.png", "age_scatter.png", "roc.png", "reliability.png"):
         assert (run / name).is_file(), name
     assert (run / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_train_ends_with_where_the_run_is_and_the_export_command(tiny):
+    run, stdout, _ = tiny
+    assert f"run saved in {run}/" in stdout
+    assert f"python -m training export --run-dir {run} --out models" in stdout
+
+
+def test_export_is_quiet_and_versions_the_model_itself(tiny):
+    run, _, stderr = tiny
+    noise = [line for line in stderr.splitlines() if any(n in line for n in TF_NOISE)]
+    assert not noise, noise
+    assert "parity gate passed" in stderr
+    version = json.loads((run / "models" / "model.json").read_text())["version"]
+    assert re.fullmatch(r"20\d{6}-[0-9a-f]{8}", version), version
+    assert f"version {version}" in stderr
+
+
+@pytest.mark.slow
 def test_model_beats_trivial_baselines_clearly(run):
     metrics = json.loads((run / "metrics.json").read_text())
     test, base = metrics["test"], metrics["baselines"]["test"]
@@ -56,7 +97,8 @@ def test_model_beats_trivial_baselines_clearly(run):
     assert test["sex_auc"] > 0.85, test
 
 
-def test_card_and_artifact(run):
+def test_card_and_artifact(tiny):
+    run = tiny[0]
     card = json.loads((run / "models" / "model.json").read_text())
     onnx_bytes = (run / "models" / "model.onnx").read_bytes()
     assert card["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
@@ -68,12 +110,13 @@ def test_card_and_artifact(run):
     assert card["export_parity"]["images"] >= 32
     assert max(card["export_parity"]["max_abs_diff"].values()) <= 1e-4
     assert card["training_data"]["dataset"].startswith("synthetic")
-    assert sum(card["training_data"]["images"].values()) == 400
+    assert sum(card["training_data"]["images"].values()) == 64
     assert card["disclaimer"] == "Research demo, not for clinical use."
     assert set(card["age_interval"]["quantiles"]) == {"0.8", "0.9", "0.95"}
     assert 0 < card["sex_calibration"]["temperature"]
 
 
+@pytest.mark.slow
 def test_exported_onnx_predicts_fresh_phantoms(run):
     """Unseen phantoms, through the serving preprocessing and ONNX Runtime: no Keras involved."""
     session = ort.InferenceSession(str(run / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -91,6 +134,7 @@ def test_exported_onnx_predicts_fresh_phantoms(run):
     assert roc_auc(male, p) > 0.8
 
 
+@pytest.mark.slow
 def test_occlusion_finds_the_phantom_cues(run):
     """The phantom knows where its cues are; the model's most sensitive patches must lie there."""
     session = ort.InferenceSession(str(run / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -117,8 +161,9 @@ def test_occlusion_finds_the_phantom_cues(run):
         assert hot > 1.5 * chance, (key, hot, chance)
 
 
-def test_evaluate_reproduces_the_training_metrics(run):
+def test_evaluate_reproduces_the_training_metrics(tiny):
     """`evaluate` re-reads every image from disk: same numbers means train and eval saw the same tensors."""
+    run = tiny[0]
     before = json.loads((run / "metrics.json").read_text())
     done = run_cli("evaluate", "--run-dir", str(run))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -129,9 +174,10 @@ def test_evaluate_reproduces_the_training_metrics(run):
             assert after[split][key] == pytest.approx(value, abs=1e-3), (split, key)
 
 
-def test_failed_parity_gate_writes_nothing(run, tmp_path, monkeypatch):
+def test_failed_parity_gate_writes_nothing(tiny, tmp_path, monkeypatch):
     from training import export
 
+    run = tiny[0]
     monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # no real model can pass this
     with pytest.raises(export.ParityError, match="differs from Keras"):
         export.export_run(run, tmp_path / "out")
