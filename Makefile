@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   := requirements/dev.lock
 
-.PHONY: setup system-deps test test-all e2e e2e-scale bench demo-model serve web clean
+.PHONY: setup system-deps test test-all e2e e2e-scale up bench demo-model serve web clean
 
 setup: $(STAMP) system-deps
 
@@ -32,6 +32,11 @@ e2e: setup
 e2e-scale: setup
 	bash scripts/e2e-scale.sh
 
+# The compose stack (api :8000, web :8080) with `docker compose` or `docker-compose` v1; builds
+# the images offline (scripts/offline-images.sh) when no registry can be reached.
+up:
+	bash scripts/up.sh
+
 bench: setup
 	$(PY) -m benchmarks
 
@@ -39,7 +44,7 @@ demo-model: setup
 	$(PY) -m training train --format nih --data ../shared/data/nih-cxr-1000 --image-size 64 \
 		--epochs 30 --patience 30 --learning-rate 1e-3 --val-fraction 0.2 --test-fraction 0.2 \
 		--age-loss mae --age-weight 2 --run-dir runs/demo
-	$(PY) -m training export --run-dir runs/demo --out models
+	$(PY) -m training export --run-dir runs/demo --out models --version 1.0.0
 
 serve: setup
 	$(PY) -m service

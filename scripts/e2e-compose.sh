@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end test of the compose stack (`make e2e`, run by CI after `make test`):
 # builds the images offline, starts api + web, predicts through both, checks metrics, logs and
-# container hardening, runs the train profile on phantom data, serves the model it exported,
-# scales the api, turns API keys on (docker-compose.prod.yml) — then always tears it all down.
+# container hardening, restarts and re-creates the api (same host port), runs the train profile
+# on phantom data, serves the model it exported, turns API keys on (docker-compose.prod.yml) —
+# then always tears it all down.
 # No Docker engine → says why and exits 0 (skip). Any failed check → exit 1.
 # Env: E2E_MODELS_DIR (model the api serves; default models/, the demo model), E2E_IMAGE (a PNG/JPEG/DICOM to post; default: a NIH sample from ../shared, else a
 #      generated PNG), E2E_SKIP_BUILD=1 (use the images already built), E2E_KEEP=1 (no teardown).
@@ -41,7 +42,7 @@ else
   export TRAIN_UID=$(id -u) TRAIN_GID=$(id -g)
 fi
 
-# Free loopback ports: three for api replicas (a range), one for the web app.
+# The stack's own ports, 8000 (api) and 8080 (web), when both are free; else two free ones.
 read -r API_PORT WEB_PORT < <(python3 - <<'PY'
 import random, socket
 def free(p):
@@ -50,13 +51,13 @@ def free(p):
             s.bind(("0.0.0.0", p)); return True
         except OSError:
             return False
-while True:
-    a = random.randrange(20000, 30000, 10)
-    if all(free(p) for p in range(a, a + 4)):
-        print(a, a + 3); break
+a, w = 8000, 8080
+while not (free(a) and free(w)):
+    a = random.randrange(20000, 30000, 10); w = a + 1
+print(a, w)
 PY
 )
-export API_PORT API_PORT_LAST=$((API_PORT + 2)) WEB_PORT
+export API_PORT WEB_PORT
 export MODELS_DIR=${E2E_MODELS_DIR:-$ROOT/models} GATEWAY_SECRET_KEY=e2e-$RANDOM-$RANDOM-secret-key
 
 compose() { "${COMPOSE[@]}" "$@"; }
@@ -274,7 +275,7 @@ if [ ! -f "$MODELS_DIR/model.onnx" ] || [ ! -f "$MODELS_DIR/model.json" ]; then
 fi
 IMAGE=$(pick_image)
 SECRET_NAME="e2e-$RANDOM-do-not-log-me.png"  # stands in for a patient's name in a file name
-say "project $COMPOSE_PROJECT_NAME, ports api $API_PORT-$API_PORT_LAST web $WEB_PORT, image $(basename "$IMAGE")"
+say "project $COMPOSE_PROJECT_NAME, ports api $API_PORT web $WEB_PORT, image $(basename "$IMAGE")"
 
 # ---- 1. images, built offline ----
 build() {
@@ -314,6 +315,23 @@ no_name_in_logs() {
 }
 check "no client file name in the logs" no_name_in_logs
 
+# ---- 2b. the api keeps its host port when restarted and when re-created ----
+same_port() {
+  local p
+  p=$(host_port api) || return 1
+  [ "$p" = "$API_PORT" ] || { echo "api published on :$p, expected :$API_PORT"; return 1; }
+  http status GET "http://127.0.0.1:$API_PORT/readyz" 200
+}
+check "compose restart api" compose restart api
+check "api healthy after restart" wait_healthy api
+check "api still on :$API_PORT after restart" same_port
+check "compose up --force-recreate api (a new container)" \
+  compose up -d --no-build --force-recreate api
+check "api healthy after re-creation" wait_healthy api
+check "api still on :$API_PORT after re-creation" same_port
+check "web predicts through the re-created api" http predict "$WEB/api/predict" "$IMAGE" x.png
+require
+
 # ---- 3. the train profile: a tiny phantom run, exported to ONNX + card ----
 train_smoke() {
   # bare flags: the image's entry point trains into --run-dir, then exports to /models
@@ -338,29 +356,17 @@ check "train profile: phantom run → valid ONNX + model card" train_smoke
 if [ -f "$WORK/models/model.onnx" ]; then
   check "api restarted on the trained model" env MODELS_DIR="$WORK/models" "${COMPOSE[@]}" up -d --no-build api
   check "api healthy on the trained model" wait_healthy api
-  API=http://127.0.0.1:$(host_port api)
+  check "api still on :$API_PORT" same_port
   check "api /v1/models is the trained model" http card_sha "$API/v1/models" "$WORK/models/model.onnx"
   check "api predicts with the trained model" http predict "$API/v1/predict" "$IMAGE" x.png
 fi
 
-# ---- 5. scaling: two api replicas behind the service name ----
-check "compose up --scale api=2" compose up -d --no-build --scale api=2
-check "both api replicas healthy" wait_healthy api
-second_replica() {
-  local p1 p2
-  p1=$(host_port api 1) && p2=$(host_port api 2) || return 1
-  [ -n "$p2" ] && [ "$p1" != "$p2" ] || { echo "replica ports: '$p1' '$p2'"; return 1; }
-  http status GET "http://127.0.0.1:$p2/readyz" 200
-}
-check "second replica answers on its own port" second_replica
-check "web still predicts through the scaled api" http predict "$WEB/api/predict" "$IMAGE" x.png
-
-# ---- 6. production override: API keys on ----
+# ---- 5. production override: API keys on ----
 export API_KEYS="e2e-key-$RANDOM$RANDOM,second-key-$RANDOM$RANDOM"
 export GATEWAY_API_KEY=${API_KEYS%%,*}
-check "prod override up (API_KEYS set)" compose_prod up -d --no-build --scale api=1
+check "prod override up (API_KEYS set)" compose_prod up -d --no-build
 check "api and web healthy with keys on" wait_healthy api web
-API=http://127.0.0.1:$(host_port api)
+check "api on :$API_PORT under the prod override" same_port
 check "api without a key → 401" http predict "$API/v1/predict" "$IMAGE" x.png "" 401
 check "api with a wrong key → 401" http predict "$API/v1/predict" "$IMAGE" x.png wrong-key 401
 check "api with a key → 200" http predict "$API/v1/predict" "$IMAGE" x.png "${API_KEYS##*,}"
