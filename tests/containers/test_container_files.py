@@ -35,7 +35,8 @@ def run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
                           env={**clean, **(env or {})}, timeout=60)
 
 
-@pytest.mark.parametrize("script", ["scripts/offline-images.sh", "scripts/e2e-compose.sh"])
+@pytest.mark.parametrize("script", ["scripts/offline-images.sh", "scripts/e2e-compose.sh",
+                                    "scripts/up.sh"])
 def test_scripts_parse(script: str) -> None:
     result = subprocess.run(["bash", "-n", script], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -96,6 +97,31 @@ def test_e2e_skips_cleanly_without_a_docker_engine(tmp_path: Path) -> None:
                             text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SKIP" in result.stdout
+
+
+def test_api_host_port_is_fixed() -> None:
+    """One published port, not a range: a restarted api container keeps :8000."""
+    result = run_compose("config")
+    assert result.returncode == 0, result.stderr
+    api = re.split(r"\n  [a-z]\S*:\n", result.stdout.split("\n  api:\n", 1)[1], maxsplit=1)[0]
+    ports = re.findall(r"published: (\S+)", api) or re.findall(r"- (\S*:8000)", api)
+    assert ports in (["8000"], ['"8000"'], ["8000:8000"]), ports
+
+
+def test_up_says_why_without_a_docker_engine(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such-docker.sock"}
+    result = subprocess.run(["bash", "scripts/up.sh"], cwd=ROOT, capture_output=True,
+                            text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "no Docker engine answers" in result.stderr
+
+
+def test_readme_gives_the_offline_path_under_the_first_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert first[0].startswith("docker compose up --build") and first[1].startswith("make test")
+    head = readme[: readme.index("## ")]
+    assert "make up" in head and "docker-compose" in head and "offline-images.sh" in head
 
 
 def dashboard_queries() -> list[str]:
