@@ -99,6 +99,7 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
+@pytest.mark.slow  # trains a model (240 phantoms, 12 epochs) for its fixture
 @pytest.mark.parametrize("cue, output, top, male", [
     # age: spine, ribs and aortic-arch calcification, in every phantom
     ("age", "delta_age", 8, None),
