@@ -297,6 +297,8 @@ check "api /v1/predict with a real image" http predict "$API/v1/predict" "$IMAGE
 check "api refuses a text file named .png with 415" \
   http status POST "$API/v1/predict" 415 "" "this is not an image" image/png
 check "api /v1/models serves the demo model card" http status GET "$API/v1/models" 200
+check "api /docs loads Swagger UI from the api itself (no CDN)" \
+  http status GET "$API/docs-assets/swagger-ui-bundle.js" 200
 check "web page / answers" http status GET "$WEB/" 200
 check "web JSON proxy /api/predict → api" http predict "$WEB/api/predict" "$IMAGE" "$SECRET_NAME"
 check "web form upload with the page's CSRF token → results page" http form "$WEB" "$IMAGE"

@@ -14,8 +14,8 @@
 #      WHEELHOUSE (.wheelhouse), DEBIAN_MIRROR (default: the mirror apt uses on this host),
 #      OFFLINE=1 (do not even try to pull BASE_IMAGE), NO_CACHE=1 (rebuild every layer),
 #      PROGRESS_S (seconds between progress lines, 20).
-# Time: ~12-15 min the first time on a 2-core machine (base ~1 min, wheels ~3 min, mostly
-# TensorFlow, images ~8-10 min); ~1-2 min when only code changed. It prints a line per stage
+# Time: ~10-15 min the first time on a 2-core machine for all three (base ~1 min, wheels ~3 min,
+# mostly TensorFlow, images ~8-10 min; api + web alone ~5 min); ~1-2 min when only code changed. It prints a line per stage
 # and a progress line every PROGRESS_S seconds, each with the elapsed time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -233,7 +233,8 @@ main() {
   for t in "${targets[@]}"; do
     [ -n "${IMAGE[$t]:-}" ] || { log "unknown image '$t' (serve, web, train, lb)"; exit 2; }
   done
-  log "building ${targets[*]}: ~12-15 min the first time on 2 cores, ~1-2 min when only code changed"
+  log "building ${targets[*]}: the first time ~10-15 min on 2 cores with train, ~5 min without;" \
+    "~1-2 min when only code changed"
   log "stage 1/3: base image"
   base=$(resolve_base)
   log "stage 2/3: wheelhouse ($WHEELHOUSE)"

@@ -2,8 +2,8 @@
 # `make up`: api on :8000 and web page on :8080, on any Docker engine, with or without internet.
 #   1. the compose tool: `docker compose` (v2 plugin) or `docker-compose` (v1, 1.28+);
 #   2. the images: a quick probe pulls BASE_IMAGE; if that works, `compose build` (online);
-#      if not, scripts/offline-images.sh builds api + web with no registry (~12-15 min the
-#      first time, ~1-2 min after a code change);
+#      if not, scripts/offline-images.sh builds api + web with no registry (~5 min the first
+#      time on 2 cores, ~1 min after a code change; the train image is not needed here);
 #   3. `compose up -d --no-build api web`, waits until both are healthy, prints the URLs.
 # Usage: scripts/up.sh [--no-build]    (--no-build: start the images already built)
 # Env: BASE_IMAGE (python:3.11-slim), PULL_PROBE_S (15: how long the pull probe may take),
@@ -34,7 +34,7 @@ build() {
     "${COMPOSE[@]}" build api web
   else
     say "cannot pull $BASE_IMAGE (no registry in reach): building offline with scripts/offline-images.sh"
-    say "(~12-15 min the first time on 2 cores; ~1-2 min once its caches exist)"
+    say "(~5 min the first time on 2 cores: base image, wheels, api + web; ~1 min once cached)"
     OFFLINE=1 bash scripts/offline-images.sh serve web
   fi
 }
