@@ -1,8 +1,8 @@
 """Swagger UI (/docs) and ReDoc (/redoc) served with their assets from the API itself.
 
 FastAPI's default pages load their JavaScript and CSS from a CDN, so they are blank on a
-hospital network. The assets come from the pinned `fastapi-offline` wheel (Swagger UI, ReDoc,
-favicon; MIT, with the bundles' own licence notices) and are served under ASSETS_URL.
+hospital network. The assets come from the pinned `fastapi-offline` wheel (MIT), which ships the
+Swagger UI (Apache-2.0) and ReDoc (MIT) bundles and a favicon; they are served under ASSETS_URL.
 """
 
 from __future__ import annotations
