@@ -28,6 +28,19 @@ def test_doc_pages_name_only_local_urls(server) -> None:
             assert r.status_code == 200 and len(r.content) > 1000, asset
 
 
+def test_only_the_known_assets_are_served(server) -> None:
+    for name in ("../app.py", "core.py", "nothing.js"):
+        assert httpx.get(f"{server.url}{ASSETS_URL}/{name}").status_code == 404, name
+
+
+def test_with_api_keys_the_docs_and_their_assets_need_a_key(serve, settings_for) -> None:
+    locked = serve(settings_for(api_keys=["docs-key-123"]))
+    asset = f"{locked.url}{ASSETS_URL}/swagger-ui.css"
+    assert httpx.get(f"{locked.url}/docs").status_code == 401
+    assert httpx.get(asset).status_code == 401
+    assert httpx.get(asset, headers={"X-API-Key": "docs-key-123"}).status_code == 200
+
+
 def test_docs_assets_are_not_in_the_schema(server) -> None:
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     assert not [p for p in paths if p.startswith(("/docs", "/redoc"))]
