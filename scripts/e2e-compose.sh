@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 say() { echo "e2e: $*"; }
+exec 3>&1  # the terminal: long steps show their progress there while `check` captures the rest
 
 if ! command -v docker >/dev/null 2>&1; then
   say "SKIP — no docker command on this machine"; exit 0
@@ -280,7 +281,8 @@ say "project $COMPOSE_PROJECT_NAME, ports api $API_PORT web $WEB_PORT, image $(b
 # ---- 1. images, built offline ----
 build() {
   [ "${E2E_SKIP_BUILD:-0}" = 1 ] && { echo "E2E_SKIP_BUILD=1: using existing images"; return 0; }
-  bash scripts/offline-images.sh serve web train
+  # its stage and progress lines (every 20 s) go to the terminal too: a first build takes minutes
+  bash scripts/offline-images.sh serve web train 2>&1 | tee >(sed -u 's/^/        /' >&3)
 }
 check "offline build of api, web and train images" build
 require
