@@ -10,7 +10,6 @@ from typing import TypedDict
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxr.errors import ImageError
@@ -21,10 +20,9 @@ from service.engine import Engine
 from service.errors import ApiError, Overloaded, Unauthorized, status_of
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
-from service.middleware import MetricsMiddleware
+from service.middleware import ServiceMiddleware
 from service.model import ModelMismatch, load_model
 from service.settings import Settings, load_settings
-from service.upload_timeout import UploadIdleTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
         try:
             model = load_model(settings.model_path, settings.card_path,
                                providers=settings.ort_providers,
-                               intra_op_threads=settings.ort_intra_op_threads)
+                               intra_op_threads=settings.ort_threads())
             engine = Engine(settings, model, metrics, lifecycle)
         except ModelMismatch as exc:
             logger.error("refusing to start: %s", exc)
@@ -85,7 +83,8 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi_json() -> JSONResponse:
@@ -124,6 +123,5 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
         logger.exception("unhandled error on %s", request.url.path)
         return _error(500, "internal_error", f"internal error: {type(exc).__name__}", request)
 
-    app.add_middleware(UploadIdleTimeout, idle_s=settings.upload_idle_timeout_s)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, idle_s=settings.upload_idle_timeout_s)
     return app

@@ -36,6 +36,7 @@ class BatchObserver(Protocol):
     def batch_done(self, size: int, compute_s: float) -> None: ...
     def queue_wait(self, seconds: float) -> None: ...
     def rejected(self, reason: str) -> None: ...
+    def queue_changed(self, rows: int) -> None: ...
 
 
 class _NullObserver:
@@ -46,6 +47,9 @@ class _NullObserver:
         pass
 
     def rejected(self, reason: str) -> None:
+        pass
+
+    def queue_changed(self, rows: int) -> None:
         pass
 
 
@@ -93,7 +97,7 @@ class Batcher:
         self._nothing_coming = nothing_coming
         self._heap: list[_Pending] = []
         self._seq = itertools.count()
-        self._rows = 0  # rows waiting in the heap (cancelled ones included until popped)
+        self._rows = 0  # rows waiting in the heap
         self._computing = 0
         self._closing = False
         self._batch_s = 0.01  # running estimate of one batch's compute time, for Retry-After
@@ -127,12 +131,14 @@ class Batcher:
         item = _Pending(priority, next(self._seq), x, loop.create_future(), now, now + timeout_s)
         heapq.heappush(self._heap, item)
         self._rows += rows
+        self._observer.queue_changed(self._rows)
         self._idle.clear()
         self._changed.set()
         try:
             done, _ = await asyncio.wait({item.future}, timeout=timeout_s)
-        except asyncio.CancelledError:
-            item.future.cancel()  # client gone: _take skips it instead of computing it
+        except asyncio.CancelledError:  # the caller went away (e.g. its client disconnected)
+            item.future.cancel()
+            self._drop(item)
             raise
         if not done and not item.started and not item.future.done():
             self._observer.rejected("deadline")
@@ -140,6 +146,21 @@ class Batcher:
                 f"request waited {timeout_s * 1000:.0f} ms in the queue without being computed "
                 "(REQUEST_TIMEOUT_MS); retry later"))
         return await item.future
+
+    def _drop(self, item: _Pending) -> None:
+        """Take a cancelled item out of the queue now, so nobody waits behind work nobody wants."""
+        if item.started:
+            return  # already in a running batch: its rows are computed and thrown away
+        try:
+            self._heap.remove(item)
+        except ValueError:
+            return
+        heapq.heapify(self._heap)
+        self._rows -= int(item.x.shape[0])
+        self._observer.rejected("client_gone")
+        self._observer.queue_changed(self._rows)
+        self._changed.set()  # the flush loop re-checks what is left
+        self._mark_idle()
 
     async def close(self, timeout_s: float) -> None:
         """Stop taking work, let queued and running batches finish (bounded), then stop."""
@@ -156,6 +177,7 @@ class Batcher:
                 item.future.set_exception(ModelNotReady("server shut down before this request ran"))
         self._heap.clear()
         self._rows = 0
+        self._observer.queue_changed(0)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout_s)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -224,6 +246,7 @@ class Batcher:
             item.started = True
             batch.append(item)
             rows += k
+        self._observer.queue_changed(self._rows)
         return batch
 
     async def _compute_batch(self, batch: list[_Pending]) -> None:

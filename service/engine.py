@@ -101,7 +101,6 @@ class Engine:
         self._explaining = 0  # explanations running (EXPLAIN_CONCURRENCY bounds it)
         self._pool = ThreadPoolExecutor(settings.preprocess_workers(),
                                         thread_name_prefix="preprocess")
-        metrics.track_queue_depth(lambda: self.batcher.queued_rows)
         metrics.set_model(model.name, model.version, model.card.sha256)
 
     @property

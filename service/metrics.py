@@ -1,10 +1,27 @@
-"""Every Prometheus metric of the service, in one registry per app (tests build many apps)."""
+"""Every Prometheus metric of the service, in one registry per app (tests build many apps).
+
+With several worker processes (service/workers.py) prometheus-client runs in multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR): each worker writes its samples to files there and /metrics, answered
+by any worker, merges all of them. Counters and histograms are summed; the gauges say how they
+merge (`multiprocess_mode`): both are `livesum` (the sum over the workers alive now).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import InfoMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -23,7 +40,8 @@ class Metrics:
         self.requests = Counter(
             "cxr_requests_total", "HTTP requests by route template and status code.",
             ["endpoint", "method", "status"], registry=r)
-        self.in_flight = Gauge("cxr_requests_in_flight", "HTTP requests being handled.", registry=r)
+        self.in_flight = Gauge("cxr_requests_in_flight", "HTTP requests being handled.",
+                               multiprocess_mode="livesum", registry=r)
         self.rejections = Counter(
             "cxr_rejections_total", "Requests refused, by reason.", ["reason"], registry=r)
         self.queue_wait_seconds = Histogram(
@@ -37,7 +55,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram(
             "cxr_batch_size", "Rows per ONNX Runtime batch.", buckets=_BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("cxr_queue_depth", "Images waiting in the batcher.", registry=r)
+        self.queue_depth = Gauge("cxr_queue_depth", "Images waiting in the batcher.",
+                                 multiprocess_mode="livesum", registry=r)
         self.model_info = Info("cxr_model", "The model being served.", registry=r)
         self.predicted_age = Histogram(
             "cxr_predicted_age_years", "Predicted ages (input drift shows here).",
@@ -53,15 +72,27 @@ class Metrics:
         self.images = Counter(
             "cxr_images_total", "Images preprocessed, by detected format.", ["format"], registry=r)
 
-    def track_queue_depth(self, depth: Callable[[], float]) -> None:
-        """Read the queue depth from the batcher at scrape time."""
-        self.queue_depth.set_function(depth)
+        self._model: dict[str, str] = {}
+        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
     def set_model(self, name: str, version: str, sha256: str) -> None:
         """Publish which model answers."""
-        self.model_info.info({"name": name, "version": version, "sha256": sha256})
+        self._model = {"name": name, "version": version, "sha256": sha256}
+        self.model_info.info(self._model)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text /metrics answers (all workers merged in multiprocess mode), content type."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self._multiprocess_dir)
+        merged.register(_ModelInfo(self._model))  # Info has no multiprocess mode; all workers
+        return generate_latest(merged), CONTENT_TYPE_LATEST  # serve the same model
 
     # BatchObserver
+    def queue_changed(self, rows: int) -> None:
+        self.queue_depth.set(rows)
+
     def batch_done(self, size: int, compute_s: float) -> None:
         self.batch_size.observe(size)
         self.compute_seconds.observe(compute_s)
@@ -83,3 +114,12 @@ class Metrics:
         """Record one prediction's distribution."""
         self.predicted_age.observe(age)
         self.predicted_sex.labels(sex=sex).inc()
+
+
+class _ModelInfo:
+    def __init__(self, labels: dict[str, str]) -> None:
+        self._labels = labels
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        if self._labels:
+            yield InfoMetricFamily("cxr_model", "The model being served.", value=self._labels)

@@ -1,41 +1,130 @@
-"""Pure ASGI middleware: request metrics by route template (auth is a dependency: deps.py)."""
+"""The service's one ASGI middleware: request metrics, the upload idle timeout, and dropping the
+work of clients that have left (auth is a dependency: deps.py).
+
+One layer instead of three: every layer of an ASGI stack runs Python for every body chunk and
+every response message, on the event loop, holding the GIL.
+
+- Metrics: count and latency by route template (never the raw path), requests in flight.
+- Upload idle timeout: an upload that sends nothing for UPLOAD_IDLE_TIMEOUT_S raises
+  UploadStalled (→ 408) and the answer closes the connection. The limit is on the *gap* between
+  body chunks, so a slow but steady upload still succeeds; without it a client that announces a
+  body and goes quiet holds a connection and the bytes sent so far for ever (slowloris).
+- Client gone: once the body is in, the client can only send a disconnect. A watcher waits for
+  it; if it comes before the answer started, the request's task is cancelled, which takes its
+  image out of the batch queue (service/batcher.py counts `client_gone`) instead of computing
+  it for nobody and making the next caller wait behind it. Counted here with status 499.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import UploadStalled
 from service.metrics import Metrics
 
+CLIENT_GONE = 499  # the status label of requests whose client left before the answer (nginx's)
 
-class MetricsMiddleware:
-    """Request count/latency by route template (never the raw path) and in-flight gauge."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+class _Exchange:
+    """One request's receive/send as the app sees them, and what the middleware learnt."""
+
+    __slots__ = (
+        "_idle_s",
+        "_receive",
+        "_send",
+        "_task",
+        "_watcher",
+        "gone",
+        "stalled",
+        "started",
+        "status",
+    )
+
+    def __init__(self, receive: Receive, send: Send, idle_s: float) -> None:
+        self._receive = receive
+        self._send = send
+        self._idle_s = idle_s
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Task[Message] | None = None
+        self.status = 500
+        self.started = False
+        self.stalled = False
+        self.gone = False
+
+    async def receive(self) -> Message:
+        if self._watcher is not None:  # body complete: the next message is the disconnect
+            return await asyncio.shield(self._watcher)
+        try:
+            async with asyncio.timeout(self._idle_s):
+                message = await self._receive()
+        except TimeoutError:
+            self.stalled = True
+            raise UploadStalled(
+                f"upload stalled: no data for {self._idle_s:g} s (UPLOAD_IDLE_TIMEOUT_S)"
+            ) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._watcher = asyncio.get_running_loop().create_task(self._receive())
+            self._watcher.add_done_callback(self._disconnected)
+        return message
+
+    def _disconnected(self, watcher: asyncio.Task[Message]) -> None:
+        if watcher.cancelled() or self.started or self._task is None:
+            return
+        if watcher.exception() is None and watcher.result()["type"] == "http.disconnect":
+            self.gone = True
+            self._task.cancel()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            if self.stalled:
+                # the rest of the body is not coming: do not keep the connection for another request
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"connection", b"close")],
+                }
+        await self._send(message)
+
+    def close(self) -> None:
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.remove_done_callback(self._disconnected)
+            self._watcher.cancel()
+
+
+class ServiceMiddleware:
+    """Metrics + upload idle timeout + client-gone cancellation, in one pure ASGI layer."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, idle_s: float) -> None:
         self.app = app
         self.metrics = metrics
+        self.idle_s = idle_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        exchange = _Exchange(receive, send, self.idle_s)
         start = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, exchange.receive, exchange.send)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not exchange.gone or task is None:
+                raise
+            task.uncancel()  # our own cancellation, done: nothing to answer, nobody to answer
+            exchange.status = CLIENT_GONE
         finally:
+            exchange.close()
             self.metrics.in_flight.dec()
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.request_seconds.labels(endpoint, method).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(endpoint, method, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint, method).observe(
+                time.perf_counter() - start
+            )
+            self.metrics.requests.labels(endpoint, method, str(exchange.status)).inc()

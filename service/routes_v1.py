@@ -57,7 +57,7 @@ def _checked(part: Upload, limit: int) -> bytes:
     if part.size > limit:
         raise ImageTooLarge(f"file is {part.size / 1e6:.3g} MB; limit is {limit / 1e6:.3g} MB "
                             "(MAX_UPLOAD_BYTES)")
-    return bytes(part.data)
+    return part.data
 
 
 def prediction_fields(engine: Engine, result: Inference, levels: list[str]) -> dict[str, Any]:

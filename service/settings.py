@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -32,9 +33,10 @@ class Settings(BaseSettings):
     max_batch_upload_bytes: int = Field(128 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(50_000_000, ge=1024)
     max_batch_files: int = Field(64, ge=1)
-    ort_intra_op_threads: int = Field(0, ge=0)  # 0 = ONNX Runtime picks (all physical cores)
+    workers: int = Field(0, ge=0, le=64)  # server processes; 0 = the CPU limit (cgroup-aware)
+    ort_intra_op_threads: int = Field(0, ge=0)  # 0 = cores ÷ workers (1 worker: ORT picks)
     ort_providers: Annotated[list[str], NoDecode] = []  # empty = CUDA first when present, else CPU
-    preprocess_threads: int = Field(0, ge=0)  # 0 = one per CPU core
+    preprocess_threads: int = Field(0, ge=0)  # 0 = cores ÷ workers
     max_concurrent_batches: int = Field(1, ge=1, le=64)
     drain_timeout_s: float = Field(30.0, ge=0)
     shutdown_grace_s: float = Field(0.0, ge=0)  # keep answering (readiness 503) before closing
@@ -67,8 +69,46 @@ class Settings(BaseSettings):
     def card_path(self) -> Path:
         return self.model_dir / "model.json"
 
+    def worker_count(self) -> int:
+        """Server processes: WORKERS, or one per CPU this process may use."""
+        return self.workers or cpu_limit()
+
     def preprocess_workers(self) -> int:
-        return self.preprocess_threads or (os.cpu_count() or 1)
+        """Decoding threads per worker: processes × threads = cores unless set."""
+        return self.preprocess_threads or max(1, cpu_limit() // self.worker_count())
+
+    def ort_threads(self) -> int:
+        """ONNX Runtime intra-op threads per worker (0 = ORT picks, the one-worker default)."""
+        if self.ort_intra_op_threads or self.worker_count() == 1:
+            return self.ort_intra_op_threads
+        return max(1, cpu_limit() // self.worker_count())
+
+
+def _cgroup_cpus() -> float | None:
+    """The container's CPU quota in CPUs (cgroup v2 cpu.max, else v1 cfs), None if unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_limit() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup quota (whole CPUs, ≥ 1)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.floor(quota)))
+    return max(1, cpus)
 
 
 def load_settings(**overrides: object) -> Settings:

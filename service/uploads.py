@@ -1,4 +1,8 @@
-"""Read request bodies into memory with hard limits while streaming (never to disk)."""
+"""Read request bodies into memory with hard limits while streaming (never to disk).
+
+Bodies arrive in chunks (~64 kB); they are kept as they come (a multipart part's share of a
+chunk as a memoryview, not a copy) and joined once at the end, so a file is copied once between
+the socket's buffers and the decoder."""
 
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ class Upload:
     field: str
     filename: str | None
     content_type: str | None
-    data: bytearray = field(default_factory=bytearray)
+    data: bytes = b""  # set when the part ends (empty past the per-file limit)
     size: int = 0
+    chunks: list[bytes | memoryview] = field(default_factory=list, repr=False)
 
 
 def _mb(n: int) -> str:
@@ -36,15 +41,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ImageTooLarge(f"upload is {_mb(int(declared))}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)")
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     try:
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
+            size += len(chunk)
+            if size > limit:
                 raise ImageTooLarge(f"upload is over {_mb(limit)}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)")
+            if chunk:
+                chunks.append(chunk)
     except ClientDisconnect:
         raise BadRequest("client disconnected before the body was complete") from None
-    return bytes(body)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _PartCollector:
@@ -95,11 +103,19 @@ class _PartCollector:
         assert part is not None
         part.size += end - start
         if part.size <= self._per_file_limit:
-            part.data += data[start:end]
-        elif part.data:
-            part.data = bytearray()  # over the limit: keep counting, stop holding
+            part.chunks.append(data if start == 0 and end == len(data)
+                               else memoryview(data)[start:end])
+        elif part.chunks:
+            part.chunks.clear()  # over the limit: keep counting, stop holding
 
     def on_part_end(self) -> None:
+        part = self._current
+        if part is not None:
+            if len(part.chunks) == 1 and isinstance(part.chunks[0], bytes):
+                part.data = part.chunks[0]
+            else:
+                part.data = b"".join(part.chunks)
+            part.chunks.clear()
         self._current = None
 
 

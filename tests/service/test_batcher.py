@@ -30,6 +30,9 @@ class Recorder:
     def rejected(self, reason: str) -> None:
         self.rejections.append(reason)
 
+    def queue_changed(self, rows: int) -> None:
+        self.depth = rows
+
 
 def double(x: np.ndarray) -> dict[str, np.ndarray]:
     return {"y": x.reshape(len(x), -1).sum(axis=1, keepdims=True) * 2}
