@@ -9,6 +9,7 @@ on loopback, with the same model and the same images; results are ratios to the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks import ceiling, report
+from benchmarks import profile as stage_profile
 from benchmarks.images import cached_pngs
+from benchmarks.load import burst_then_single
 from benchmarks.payloads import multipart_body, oip_tensor_body, raw_body
 from benchmarks.procs import ServerProcess, start_server
 from benchmarks.scenarios import run_level, soak
@@ -49,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also load-test the INT8 model here if present (python -m training.quantize)")
     p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the service under test (repeatable)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile mode only: CPU ms per request by stage vs the in-process cost "
+                        "and the server under load at c=1 and c=32 (~1 min) → profile.json/.md")
     return p.parse_args(argv)
 
 
@@ -102,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_level": seconds, "rows": [], "ceiling": {},
     }
 
+    if args.profile:
+        return run_profile(args, out, big_png, bodies[f"{BIG}px PNG"], params, model_path, seconds)
+
     logger.info("ceiling: decode + preprocess + ORT in-process")
     configs = ceiling.QUICK_CONFIGS if quick else ceiling.CONFIGS
     for name, pngs in images.items():
@@ -144,6 +154,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             logger.info("  open loop %.0f/s offered: %.1f/s p50 %.1f p99 %.1f ms errors %s", rate,
                         row["throughput"], row["p50_ms"], row["p99_ms"], row["errors"] or 0)
+        # Clients of a c=32 burst hang up with requests queued; does the next caller wait?
+        single, abandoned = asyncio.run(burst_then_single(
+            server.url + "/v1/predict", bodies[big], burst=32, burst_s=seconds, after_s=5.0))
+        row = {"scenario": "service c=1 after c=32 burst", "image": big, **asdict(single),
+               "abandoned": abandoned, "rss_mb": round(server.rss_mb(), 1),
+               "server_cpu_ms": float("nan"), "ratio_to_ceiling": None}
+        row.pop("extra")
+        rows.append(row)
+        logger.info("  c=1 in the 5 s after a c=32 burst (%d abandoned): p50 %.1f p99 %.1f ms",
+                    abandoned, row["p50_ms"], row["p99_ms"])
         # The same files as raw bodies: the difference is what multipart parsing costs.
         sweep(server, "service raw body", "/v1/predict", big, [32],
               body_list=[raw_body(b) for b in big_png])
@@ -163,6 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         extra.stop()
     out["startup_s"] = {"runs": startups, "median": statistics.median(startups),
                         "cpu_s": startup_cpu}
+
+    if not quick:
+        logger.info("service with WORKERS=1 (one process, as before issue 13)")
+        server = start_server("service-1worker", "service", {**model_env, "WORKERS": "1"},
+                              "/readyz", logs)
+        try:
+            sweep(server, "service WORKERS=1", "/v1/predict", f"{BIG}px PNG", [1, 32])
+        finally:
+            server.stop()
 
     logger.info("service with MAX_BATCH_SIZE=1")
     server = start_server("service-batch1", "service", {**model_env, "MAX_BATCH_SIZE": "1"}, "/readyz",
@@ -206,16 +235,49 @@ def main(argv: list[str] | None = None) -> int:
         out["ceiling"][name] = ceiling.merge(first, again)
         logger.info("  %s: %.1f then %.1f images/s", name, first["images_per_s"],
                     again["images_per_s"])
+    logger.info("profile: CPU ms per request by stage")
+    out["profile"] = stage_profile.profile_stages(args.model_dir, big_png[0], bodies[f"{BIG}px PNG"][0],
+                                                  n=30 if quick else 60)
+    stage_profile.attach_measured(out["profile"], out, f"{BIG}px PNG")
     out["machine"]["load_avg_end"] = os.getloadavg()
     out["elapsed_s"] = round(time.perf_counter() - started, 1)
     report.add_ratios(out)
     out["targets"] = report.check_targets(out)
     (args.out / "results.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
     report.plot(out, args.out / "throughput_p99.png")
-    table = report.markdown(out)
+    table = report.markdown(out) + "\n" + stage_profile.markdown(out["profile"])
     (args.out / "table.md").write_text(table)
     print(table)
     print(f"\nwrote {args.out}/results.json, table.md, throughput_p99.png in {out['elapsed_s']:.0f} s")
+    return 0
+
+
+def run_profile(args: argparse.Namespace, out: dict[str, Any], pngs: list[bytes],
+                bodies: list[Any], params: Any, model_path: Path, seconds: float) -> int:
+    """--profile: stages in-process, the ceiling, the server at c=1 and c=32 → profile.json/.md."""
+    big = f"{BIG}px PNG"
+    out["ceiling"][big] = ceiling.measure_ceiling(pngs, 60, params, model_path,
+                                                  ceiling.QUICK_CONFIGS)
+    env = {"MODEL_DIR": str(args.model_dir.resolve())}
+    env.update(item.partition("=")[::2] for item in args.service_env)
+    server = start_server("service-profile", "service", env, "/readyz", args.out / "logs")
+    try:
+        for c in (1, 32):
+            row = run_level(server, "/v1/predict", bodies, scenario="service", image=big,
+                            concurrency=c, seconds=seconds)
+            out["rows"].append(row)
+            logger.info("  service c=%d: %.1f/s, server %.2f + client %.2f CPU ms/img", c,
+                        row["throughput"], row["server_cpu_ms"], row["client_cpu_ms"])
+    finally:
+        server.stop()
+    out["profile"] = stage_profile.profile_stages(args.model_dir, pngs[0], bodies[0])
+    stage_profile.attach_measured(out["profile"], out, big)
+    out["machine"]["load_avg_end"] = os.getloadavg()
+    (args.out / "profile.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
+    table = stage_profile.markdown(out["profile"])
+    (args.out / "profile.md").write_text(table)
+    print(table)
+    print(f"wrote {args.out}/profile.json, profile.md")
     return 0
 
 

@@ -11,9 +11,11 @@ from benchmarks.payloads import Body
 from benchmarks.procs import ServerProcess
 
 
-def _batch_totals(server: ServerProcess) -> tuple[float, float]:
+def _batch_totals(server: ServerProcess) -> tuple[float, float, float, float]:
     samples = server.scrape()
-    return samples.get("cxr_batch_size_sum", 0.0), samples.get("cxr_batch_size_count", 0.0)
+    return (samples.get("cxr_batch_size_sum", 0.0), samples.get("cxr_batch_size_count", 0.0),
+            samples.get("cxr_queue_wait_seconds_sum", 0.0),
+            samples.get("cxr_queue_wait_seconds_count", 0.0))
 
 
 def run_level(server: ServerProcess, path: str, bodies: list[Body], *, scenario: str,
@@ -38,6 +40,8 @@ def run_level(server: ServerProcess, path: str, bodies: list[Body], *, scenario:
         after = _batch_totals(server)
         count = after[1] - before[1]
         row["mean_batch"] = (after[0] - before[0]) / count if count else None
+        waits = after[3] - before[3]
+        row["mean_queue_wait_ms"] = (after[2] - before[2]) * 1000 / waits if waits else None
     return row
 
 
@@ -47,11 +51,15 @@ def soak(server: ServerProcess, path: str, bodies: list[Body], requests: int,
     url = server.url + path
     asyncio.run(closed_loop(url, bodies, concurrency, seconds=3600, max_requests=warmup,
                             warmup_s=0))
-    rss0 = server.rss_mb()
+    rss0 = server.worker_rss_mb()
     result = asyncio.run(closed_loop(url, bodies, concurrency, seconds=3600, max_requests=requests,
                                      warmup_s=0))
-    rss1 = server.rss_mb()
+    rss1 = server.worker_rss_mb()
+    growth = {pid: (rss1[pid] - mb) / mb * 100 for pid, mb in rss0.items() if pid in rss1}
+    before, after = sum(rss0.values()), sum(rss1.values())
     return {"requests": result.ok + sum(result.errors.values()), "ok": result.ok,
             "errors": sum(result.errors.values()), "warmup_requests": warmup,
-            "rss_before_mb": round(rss0, 1), "rss_after_mb": round(rss1, 1),
-            "growth_pct": round((rss1 - rss0) / rss0 * 100, 2)}
+            "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
+            "growth_pct": round((after - before) / before * 100, 2),
+            "processes": len(rss0),
+            "max_process_growth_pct": round(max(growth.values()), 2) if growth else None}

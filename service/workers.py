@@ -10,7 +10,8 @@ the port without listening, so a restarted worker gets the same one, and:
   when every worker is warm, and 503 from every worker as soon as one drains;
 - sets PROMETHEUS_MULTIPROC_DIR to a fresh temporary folder before the workers start, so /metrics
   on any worker sums all of them (service/metrics.py), and deletes it at exit;
-- forwards SIGTERM/SIGINT to every worker (each drains as a single server would) and exits 0 when
+- on SIGTERM/SIGINT marks every slot draining (readiness 503 at once, whichever worker answers),
+  forwards the signal to every worker (each drains as a single server would) and exits 0 when
   all of them did;
 - exits with a worker's code when it fails before it was ever ready (3 = model refused); a worker
   that dies after it was ready is replaced.
@@ -30,11 +31,12 @@ from collections.abc import MutableSequence
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from service.lifecycle import STATES
 from service.settings import Settings
 
 logger = logging.getLogger("service.workers")
 _spawn = mp.get_context("spawn")  # a fresh interpreter: no threads or ORT state copied by fork
-READY = 1
+READY, DRAINING = STATES.index("ready"), STATES.index("draining")
 
 
 def reuseport_socket(host: str, port: int, *, listen: bool) -> socket.socket:
@@ -85,6 +87,8 @@ def supervise(settings: Settings) -> int:
     def forward(sig: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping += 1
+        for slot in range(n):  # readiness fails on every worker now, before any has the signal
+            board[slot] = DRAINING
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, sig if stopping > 1 else signal.SIGTERM)

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -42,6 +42,29 @@ def cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (the worker processes of `WORKERS` > 1)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _tree_sum(pid: int, read: Callable[[int], float]) -> float:
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            total += read(p)
+        except (OSError, RuntimeError):
+            pass  # exited meanwhile
+    return total
 
 
 class ServerProcess:
@@ -123,10 +146,22 @@ class ServerProcess:
         return self.proc.pid
 
     def rss_mb(self) -> float:
-        return rss_mb(self.pid)
+        """Resident memory of the server and its worker processes, in MB (summed)."""
+        return _tree_sum(self.pid, rss_mb)
+
+    def worker_rss_mb(self) -> dict[int, float]:
+        """Resident memory of each process of the server, in MB."""
+        out = {}
+        for p in process_tree(self.pid):
+            try:
+                out[p] = rss_mb(p)
+            except (OSError, RuntimeError):
+                pass
+        return out
 
     def cpu_s(self) -> float:
-        return cpu_s(self.pid)
+        """CPU seconds of the server and its worker processes so far (all threads)."""
+        return _tree_sum(self.pid, cpu_s)
 
     def scrape(self) -> dict[str, float]:
         """Every sample of the server's /metrics as {name{labels}: value}."""
