@@ -36,8 +36,13 @@ def cpu_ms(fn: Callable[[], object], n: int) -> float:
 
 
 def _request_bytes(path: str, body: Body) -> bytes:
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1:8000", f"Content-Type: {body.content_type}",
-            f"Content-Length: {len(body.content)}", *(f"{k}: {v}" for k, v in body.headers)]
+    head = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1:8000",
+        f"Content-Type: {body.content_type}",
+        f"Content-Length: {len(body.content)}",
+        *(f"{k}: {v}" for k, v in body.headers),
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body.content
 
 
@@ -62,22 +67,35 @@ def http_parse(raw: bytes) -> None:
     parsed = _Parsed()
     parser = httptools.HttpRequestParser(parsed)
     for i in range(0, len(raw), CHUNK):
-        parser.feed_data(raw[i:i + CHUNK])
+        parser.feed_data(raw[i : i + CHUNK])
 
 
 def _scope(path: str, body: Body, state: dict[str, Any] | None = None) -> dict[str, Any]:
-    headers = [(b"host", b"127.0.0.1"), (b"content-type", body.content_type.encode()),
-               (b"content-length", str(len(body.content)).encode()),
-               *((k.lower().encode(), v.encode()) for k, v in body.headers)]
-    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
-            "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
-            "state": dict(state or {})}
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", body.content_type.encode()),
+        (b"content-length", str(len(body.content)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in body.headers),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": dict(state or {}),
+    }
 
 
 def _receiver(content: bytes) -> Callable[[], Any]:
-    chunks = [content[i:i + CHUNK] for i in range(0, len(content), CHUNK)] or [b""]
+    chunks = [content[i : i + CHUNK] for i in range(0, len(content), CHUNK)] or [b""]
     it = iter(enumerate(chunks))
 
     async def receive() -> dict[str, Any]:
@@ -118,11 +136,16 @@ def _metrics_cost_multiprocess(n: int) -> float:
     import sys
 
     with tempfile.TemporaryDirectory(prefix="cxr-prof-metrics-") as folder:
-        code = ("from benchmarks.profile import _metrics_cost; "
-                f"print(_metrics_cost({n}))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder},
-                             cwd=Path(__file__).resolve().parent.parent, check=True, timeout=120)
+        code = f"from benchmarks.profile import _metrics_cost; print(_metrics_cost({n}))"
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder},
+            cwd=Path(__file__).resolve().parent.parent,
+            check=True,
+            timeout=120,
+        )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -138,8 +161,9 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
     from service.settings import Settings
     from service.uploads import read_body, read_multipart
 
-    settings = Settings(model_dir=model_dir, workers=1, preprocess_threads=1,
-                        ort_intra_op_threads=1, max_wait_ms=0)
+    settings = Settings(
+        model_dir=model_dir, workers=1, preprocess_threads=1, ort_intra_op_threads=1, max_wait_ms=0
+    )
     model = load_model(settings.model_path, settings.card_path, intra_op_threads=1)
     params = model.params
     raw = _request_bytes("/v1/predict", body)
@@ -151,22 +175,35 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
 
     def read_form() -> None:
         request = Request(_scope("/v1/predict", body), _receiver(body.content))
-        loop.run_until_complete(read_multipart(request, per_file_limit=settings.max_upload_bytes,
-                                               total_limit=settings.max_upload_bytes + 65536,
-                                               max_parts=16))
+        loop.run_until_complete(
+            read_multipart(
+                request,
+                per_file_limit=settings.max_upload_bytes,
+                total_limit=settings.max_upload_bytes + 65536,
+                max_parts=16,
+            )
+        )
 
     decoded = imaging.decode(png, max_pixels=settings.max_image_pixels)
     x = imaging.preprocess_array(decoded.gray, params)[None]
     outputs = model.run(x)
-    fields = {"age_years": float(outputs["age"][0, 0]), "sex": "male", "p_male": 0.7,
-              "warnings": [], "age_interval_90": [40.0, 60.0]}
+    fields = {
+        "age_years": float(outputs["age"][0, 0]),
+        "sex": "male",
+        "p_male": 0.7,
+        "warnings": [],
+        "age_interval_90": [40.0, 60.0],
+    }
 
     def answer_json() -> None:  # the route's typed answer → JSON bytes, as FastAPI renders it
         from fastapi.encoders import jsonable_encoder
         from fastapi.responses import JSONResponse
 
-        p = Prediction(**fields, model=ModelRef(name="m", version="1"),
-                       timings_ms={"preprocess": 9.0, "queue": 0.1, "inference": 1.0, "total": 11})
+        p = Prediction(
+            **fields,
+            model=ModelRef(name="m", version="1"),
+            timings_ms={"preprocess": 9.0, "queue": 0.1, "inference": 1.0, "total": 11},
+        )
         JSONResponse(jsonable_encoder(p, exclude_none=True))
 
     stages = {
@@ -189,6 +226,7 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
 
     async def whole(count: int) -> float:
         async with app.router.lifespan_context(app) as state:
+
             async def call() -> None:
                 sent: list[dict[str, Any]] = []
 
@@ -206,13 +244,24 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
 
     app_ms = loop.run_until_complete(whole(n))
     loop.close()
-    counted = (stages["body_read"] + stages["multipart"] + preprocess_ms + stages["ort"]
-               + stages["json"] + stages["metrics"])
+    counted = (
+        stages["body_read"]
+        + stages["multipart"]
+        + preprocess_ms
+        + stages["ort"]
+        + stages["json"]
+        + stages["metrics"]
+    )
     stages["framework"] = max(0.0, app_ms - counted)  # FastAPI, middleware, dependencies, hops
-    return {"image_bytes": len(png), "requests_per_stage": n, "stages_cpu_ms": stages,
-            "preprocess_in_service_ms": preprocess_ms, "asgi_app_in_process_ms": app_ms,
-            "stage_sum_ms": sum(v for k, v in stages.items() if k != "metrics_multiprocess"),
-            "note": "CPU ms per request, this process, single requests (c=1), ORT 1 thread"}
+    return {
+        "image_bytes": len(png),
+        "requests_per_stage": n,
+        "stages_cpu_ms": stages,
+        "preprocess_in_service_ms": preprocess_ms,
+        "asgi_app_in_process_ms": app_ms,
+        "stage_sum_ms": sum(v for k, v in stages.items() if k != "metrics_multiprocess"),
+        "note": "CPU ms per request, this process, single requests (c=1), ORT 1 thread",
+    }
 
 
 def attach_measured(profile: dict[str, Any], out: dict[str, Any], image: str) -> None:
@@ -223,12 +272,17 @@ def attach_measured(profile: dict[str, Any], out: dict[str, Any], image: str) ->
             level = int(row["level"])
             profile[f"server_cpu_ms_c{level}"] = row["server_cpu_ms"]
             profile[f"client_cpu_ms_c{level}"] = row["client_cpu_ms"]
-            stage_sum = profile["stage_sum_ms"] - profile["stages_cpu_ms"]["metrics"] + (
-                profile["stages_cpu_ms"]["metrics_multiprocess"])
+            stage_sum = (
+                profile["stage_sum_ms"]
+                - profile["stages_cpu_ms"]["metrics"]
+                + (profile["stages_cpu_ms"]["metrics_multiprocess"])
+            )
             profile[f"unattributed_ms_c{level}"] = row["server_cpu_ms"] - stage_sum
     profile["mean_queue_wait_ms"] = {
-        f"c{int(r['level'])}": r.get("mean_queue_wait_ms") for r in out["rows"]
-        if r["scenario"] == "service" and r["image"] == image and r["mode"] == "closed"}
+        f"c{int(r['level'])}": r.get("mean_queue_wait_ms")
+        for r in out["rows"]
+        if r["scenario"] == "service" and r["image"] == image and r["mode"] == "closed"
+    }
 
 
 def markdown(profile: dict[str, Any]) -> str:
@@ -238,19 +292,29 @@ def markdown(profile: dict[str, Any]) -> str:
     for name, ms in s.items():
         lines.append(f"| {name.replace('_', ' ')} | {ms:.3f} |")
     lines.append(f"| **sum (plain metrics)** | **{profile['stage_sum_ms']:.2f}** |")
-    lines.append(f"| whole app in-process (ASGI, no socket) | {profile['asgi_app_in_process_ms']:.2f} |")
+    lines.append(
+        f"| whole app in-process (ASGI, no socket) | {profile['asgi_app_in_process_ms']:.2f} |"
+    )
     if "ceiling_cpu_ms" in profile:
-        lines.append(f"| in-process ceiling (decode + resize + ORT, best config) | "
-                     f"{profile['ceiling_cpu_ms']:.2f} |")
+        lines.append(
+            f"| in-process ceiling (decode + resize + ORT, best config) | "
+            f"{profile['ceiling_cpu_ms']:.2f} |"
+        )
     for key in sorted(k for k in profile if k.startswith("server_cpu_ms_c")):
         c = key.rsplit("_c", 1)[1]
-        lines.append(f"| server measured under load, c={c} (+ load generator) | "
-                     f"{profile[key]:.2f} (+ {profile[f'client_cpu_ms_c{c}']:.2f}) |")
-        lines.append(f"| unattributed at c={c} (event loop, sockets, hand-offs, contention) | "
-                     f"{profile[f'unattributed_ms_c{c}']:.2f} |")
+        lines.append(
+            f"| server measured under load, c={c} (+ load generator) | "
+            f"{profile[key]:.2f} (+ {profile[f'client_cpu_ms_c{c}']:.2f}) |"
+        )
+        lines.append(
+            f"| unattributed at c={c} (event loop, sockets, hand-offs, contention) | "
+            f"{profile[f'unattributed_ms_c{c}']:.2f} |"
+        )
     waits = profile.get("mean_queue_wait_ms") or {}
     if waits:
-        lines.append("| batch wait (wall ms, not CPU), mean | " + ", ".join(
-            f"{k}: {v:.2f}" for k, v in waits.items() if v is not None) + " |")
+        lines.append(
+            "| batch wait (wall ms, not CPU), mean | "
+            + ", ".join(f"{k}: {v:.2f}" for k, v in waits.items() if v is not None)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
-
