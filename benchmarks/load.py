@@ -79,8 +79,8 @@ class _Connection:
                 self.writer.write(request)
                 head = await self.reader.readuntil(b"\r\n\r\n")
                 lower = head.lower()
-                at = lower.find(b"content-length:")
-                length = int(lower[at + 15:lower.index(b"\r\n", at)]) if at >= 0 else 0
+                at = lower.find(b"\r\ncontent-length:")  # not inference-header-content-length
+                length = int(lower[at + 17:lower.index(b"\r\n", at + 2)]) if at >= 0 else 0
                 await self.reader.readexactly(length)
                 if b"connection: close" in lower:
                     self.close()
