@@ -155,15 +155,24 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("  open loop %.0f/s offered: %.1f/s p50 %.1f p99 %.1f ms errors %s", rate,
                         row["throughput"], row["p50_ms"], row["p99_ms"], row["errors"] or 0)
         # Clients of a c=32 burst hang up with requests queued; does the next caller wait?
+        gone_key = "cxr_rejections_total{reason=client_gone}"
+        before = run_level(server, "/v1/predict", bodies[big], scenario="service c=1 before burst",
+                           image=big, concurrency=1, seconds=5.0)
+        rows.append(before)
+        logger.info("  c=1 for 5 s just before the burst: p50 %.1f p99 %.1f ms", before["p50_ms"],
+                    before["p99_ms"])
+        gone0 = server.scrape().get(gone_key, 0.0)
         single, abandoned = asyncio.run(burst_then_single(
             server.url + "/v1/predict", bodies[big], burst=32, burst_s=seconds, after_s=5.0))
         row = {"scenario": "service c=1 after c=32 burst", "image": big, **asdict(single),
                "abandoned": abandoned, "rss_mb": round(server.rss_mb(), 1),
+               "dropped_from_queue": server.scrape().get(gone_key, 0.0) - gone0,
                "server_cpu_ms": float("nan"), "ratio_to_ceiling": None}
         row.pop("extra")
         rows.append(row)
-        logger.info("  c=1 in the 5 s after a c=32 burst (%d abandoned): p50 %.1f p99 %.1f ms",
-                    abandoned, row["p50_ms"], row["p99_ms"])
+        logger.info("  c=1 in the 5 s after a c=32 burst (%d abandoned, %d dropped from the queue "
+                    "uncomputed): p50 %.1f p99 %.1f ms", abandoned, row["dropped_from_queue"],
+                    row["p50_ms"], row["p99_ms"])
         # The same files as raw bodies: the difference is what multipart parsing costs.
         sweep(server, "service raw body", "/v1/predict", big, [32],
               body_list=[raw_body(b) for b in big_png])

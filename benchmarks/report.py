@@ -60,8 +60,9 @@ def check_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"p99 at c=1 ≤ in-process single image + 10 ms (1024px), {when}",
             c1["p99_ms"] if c1 else None, single + 10,
             None if c1 is None else c1["p99_ms"] <= single + 10, "ms",
-            f"{c1.get('abandoned')} requests abandoned by the burst" if c1 and "abandoned" in c1
-            else "")
+            f"{c1.get('abandoned')} requests abandoned by the burst, "
+            f"{c1.get('dropped_from_queue', 0):.0f} of them dropped from the queue uncomputed"
+            if c1 and "abandoned" in c1 else "")
     start = out.get("startup_s", {}).get("median")
     cpu = out.get("startup_s", {}).get("cpu_s")
     add("start-up to /readyz ≤ 3 s", start, 3.0, None if start is None else start <= 3.0, "s",
