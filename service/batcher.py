@@ -157,7 +157,6 @@ class Batcher:
             return
         heapq.heapify(self._heap)
         self._rows -= int(item.x.shape[0])
-        self._observer.rejected("client_gone")
         self._observer.queue_changed(self._rows)
         self._changed.set()  # the flush loop re-checks what is left
         self._mark_idle()

@@ -11,8 +11,9 @@ every response message, on the event loop, holding the GIL.
   body and goes quiet holds a connection and the bytes sent so far for ever (slowloris).
 - Client gone: once the body is in, the client can only send a disconnect. A watcher waits for
   it; if it comes before the answer started, the request's task is cancelled, which takes its
-  image out of the batch queue (service/batcher.py counts `client_gone`) instead of computing
-  it for nobody and making the next caller wait behind it. Counted here with status 499.
+  image out of the decoding queue (a pending thread-pool job is cancelled) or the batch queue
+  (service/batcher.py) instead of computing it for nobody and making the next caller wait
+  behind it. Counted as `cxr_rejections_total{reason="client_gone"}` and with status 499.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class ServiceMiddleware:
                 raise
             task.uncancel()  # our own cancellation, done: nothing to answer, nobody to answer
             exchange.status = CLIENT_GONE
+            self.metrics.rejected("client_gone")
         finally:
             exchange.close()
             self.metrics.in_flight.dec()
