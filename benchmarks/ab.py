@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     card = json.loads((args.model_dir / "model.json").read_text())
     params = Preprocessing.model_validate(card["preprocessing"]).params()
     pngs = cached_pngs(1024, 8, args.out / "cache")

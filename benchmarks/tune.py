@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", default="16", help="MAX_BATCH_SIZE values")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     card = json.loads((args.model_dir / "model.json").read_text())
     params = Preprocessing.model_validate(card["preprocessing"]).params()
     big = [multipart_body(b) for b in cached_pngs(1024, 8, args.out / "cache")]
