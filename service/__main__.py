@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from service.settings import ConfigError, load_settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+from service.settings import LOG_FORMAT, ConfigError, load_settings
 
 
 def main() -> int:

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"  # entry points
+
 
 class ConfigError(ValueError):
     """A setting has a bad value; the message names the key and the value."""

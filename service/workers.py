@@ -53,10 +53,9 @@ def reuseport_socket(host: str, port: int, *, listen: bool) -> socket.socket:
 
 def _worker(slot: int, board: MutableSequence[int], port: int) -> None:
     """Child process: one full server on its own SO_REUSEPORT socket."""
-    from service.__main__ import LOG_FORMAT
     from service.lifecycle import Lifecycle
     from service.server import run_server
-    from service.settings import load_settings
+    from service.settings import LOG_FORMAT, load_settings
 
     settings = load_settings(port=port)
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)

@@ -20,8 +20,11 @@ from .loadgen import run_load
 def workers_of(pid: int) -> list[int]:
     """The server processes the supervisor `pid` spawned (not multiprocessing's helper)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children
-            if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+    return [
+        int(c)
+        for c in children
+        if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+    ]
 
 
 def samples(url: str) -> dict[str, float]:
@@ -45,8 +48,11 @@ def test_metrics_add_up_across_workers(start_service) -> None:
     png = encode(xray(256, 256, seed=3), "PNG")
     sent = 24
     for _ in range(sent):  # a new connection each: the kernel spreads them over the workers
-        r = httpx.post(f"{svc.url}/v1/predict", headers={"Connection": "close"},
-                       files={"file": (f"{SECRET_NAME}.png", png, "image/png")})
+        r = httpx.post(
+            f"{svc.url}/v1/predict",
+            headers={"Connection": "close"},
+            files={"file": (f"{SECRET_NAME}.png", png, "image/png")},
+        )
         assert r.status_code == 200
     folder = re.search(r"metrics in (\S+)\)", svc.log_text()).group(1)
     writers = {p.stem.rsplit("_", 1)[1] for p in Path(folder).glob("counter_*.db")}
@@ -64,15 +70,22 @@ def test_metrics_add_up_across_workers(start_service) -> None:
 
 
 def test_sigterm_under_load_with_workers_loses_nothing(start_service) -> None:
-    svc = start_service(WORKERS="2", MAX_BATCH_SIZE="8", MAX_WAIT_MS="100",
-                        FLUSH_WHEN_IDLE="false", SHUTDOWN_GRACE_S="2", DRAIN_TIMEOUT_S="20")
+    svc = start_service(
+        WORKERS="2",
+        MAX_BATCH_SIZE="8",
+        MAX_WAIT_MS="100",
+        FLUSH_WHEN_IDLE="false",
+        SHUTDOWN_GRACE_S="2",
+        DRAIN_TIMEOUT_S="20",
+    )
     payloads = [encode(xray(512, 512, seed=i), "PNG") for i in range(8)]
     first_probe: list[int] = []
 
     async def scenario():
         stop = asyncio.Event()
-        load = asyncio.create_task(run_load(svc.url, payloads, workers=16, duration_s=30,
-                                            stop=stop))
+        load = asyncio.create_task(
+            run_load(svc.url, payloads, workers=16, duration_s=30, stop=stop)
+        )
         await asyncio.sleep(2.0)
         svc.proc.send_signal(signal.SIGTERM)
         async with httpx.AsyncClient(timeout=5) as prober:
@@ -93,4 +106,3 @@ def test_sigterm_under_load_with_workers_loses_nothing(start_service) -> None:
     assert tally.statuses() == {200: tally.sent}, tally.summary()
     assert code == 0
     assert svc.log_text().count("draining: readiness now 503") == 2  # each worker drained
-
