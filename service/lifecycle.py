@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableSequence
+from collections.abc import Callable, MutableSequence
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +18,17 @@ class Lifecycle:
     worker makes every worker's readiness fail, whichever one the probe reaches.
     """
 
-    def __init__(self, board: MutableSequence[int] | None = None, slot: int = 0) -> None:
+    def __init__(
+        self,
+        board: MutableSequence[int] | None = None,
+        slot: int = 0,
+        stopping: Callable[[], bool] | None = None,
+    ) -> None:
         self.state = "starting"
         self._board = board
         self._slot = slot
+        # True once a stop signal is on its way to the supervisor but not yet handled by it
+        self._stopping = stopping or (lambda: False)
         self._publish()
 
     def _publish(self) -> None:
@@ -29,7 +36,11 @@ class Lifecycle:
             self._board[self._slot] = STATES.index(self.state)
 
     def _peers(self) -> list[str]:
-        return [STATES[code] for code in self._board] if self._board is not None else []
+        if self._board is None:
+            return []
+        if self._stopping():
+            return ["draining"] * len(self._board)
+        return [STATES[code] for code in self._board]
 
     @property
     def ready(self) -> bool:

@@ -29,6 +29,7 @@ import socket
 import tempfile
 from collections.abc import MutableSequence
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 from service.lifecycle import STATES
@@ -51,6 +52,24 @@ def reuseport_socket(host: str, port: int, *, listen: bool) -> socket.socket:
     return sock
 
 
+def stop_signal_pending(pid: int) -> bool:
+    """SIGTERM or SIGINT sent to `pid` and not yet delivered (its pending-signal masks in /proc).
+
+    A probe answered by a worker in the moment between `kill(supervisor, SIGTERM)` and the
+    supervisor being scheduled to handle it must already see the server draining, as a single
+    process would: the signal is pending in the supervisor until then."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    return any(
+        int(line.split()[1], 16) & wanted
+        for line in lines
+        if line.startswith(("SigPnd:", "ShdPnd:"))
+    )
+
+
 def _worker(slot: int, board: MutableSequence[int], port: int) -> None:
     """Child process: one full server on its own SO_REUSEPORT socket."""
     from service.lifecycle import Lifecycle
@@ -60,7 +79,9 @@ def _worker(slot: int, board: MutableSequence[int], port: int) -> None:
     settings = load_settings(port=port)
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     sock = reuseport_socket(settings.host, port, listen=True)
-    raise SystemExit(run_server(settings, Lifecycle(board, slot), sockets=[sock]))
+    supervisor = os.getppid()
+    lifecycle = Lifecycle(board, slot, stopping=lambda: stop_signal_pending(supervisor))
+    raise SystemExit(run_server(settings, lifecycle, sockets=[sock]))
 
 
 def supervise(settings: Settings) -> int:

@@ -27,3 +27,12 @@ def test_ready_only_when_every_slot_is_ready_and_draining_anywhere_fails_everywh
     second.begin_drain()
     assert not first.ready and "draining" in first.reason()
     assert first.state == "ready"  # it still accepts work: only readiness fails
+
+
+def test_a_stop_signal_still_pending_at_the_supervisor_already_fails_readiness() -> None:
+    pending = [False]
+    lifecycle = Lifecycle([0], 0, stopping=lambda: pending[0])
+    lifecycle.set_ready()
+    assert lifecycle.ready
+    pending[0] = True  # SIGTERM sent to the supervisor, not yet handled there
+    assert not lifecycle.ready and "draining" in lifecycle.reason()
