@@ -15,7 +15,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from cxr.imaging import PreprocessParams, preprocess_bytes
-from cxr.runtime import session_options
+from cxr.runtime import keep_image_buffers, session_options
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ def run_threads(images: list[bytes], n: int, params: PreprocessParams, session: 
 
 def _process_worker(model_path: str, images: list[bytes], n: int, size: int, batch: int,
                     barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:
+    keep_image_buffers()
     params = PreprocessParams(size=size)
     session = open_session(Path(model_path), 1)
     name = session.get_inputs()[0].name
@@ -132,6 +133,7 @@ QUICK_CONFIGS = [Config(2, 1, 16), Config(2, 2, 16), Config(1, 1, 1, processes=2
 def measure_ceiling(images: list[bytes], n: int, params: PreprocessParams, model_path: Path,
                     configs: list[Config]) -> dict[str, object]:
     """Try each config; the best throughput is the ceiling. Also the single-image latency."""
+    keep_image_buffers()  # as the service does (cxr/runtime.py)
     sessions = {t: open_session(model_path, t) for t in {c.ort_threads for c in configs} | {1}}
     for s in sessions.values():  # warm-up: first runs allocate
         run_threads(images, min(n, 32), params, s, Config(2, 1, 16))

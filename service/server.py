@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 
+from cxr.runtime import keep_image_buffers
 from service.app import create_app
 from service.lifecycle import Lifecycle
 from service.settings import Settings
@@ -46,6 +47,7 @@ def run_server(
     settings: Settings, lifecycle: Lifecycle, sockets: list[socket.socket] | None = None
 ) -> int:
     """Serve until drained; 0, or 3 when start-up failed (the reason is logged)."""
+    keep_image_buffers()
     app = create_app(settings, lifecycle=lifecycle)
     # proxy_headers off: nothing here reads the client address, and it is one ASGI layer less
     config = uvicorn.Config(
