@@ -69,9 +69,10 @@ def test_overload_soak_sheds_excess_answers_the_rest_memory_flat(start_service) 
 
 
 def test_excess_is_refused_before_its_upload_is_read(start_service) -> None:
-    # one image held in the batcher (long max wait) fills a queue of one
+    # one image held in the batcher (long max wait) fills a queue of one; MAX_QUEUE is per
+    # worker process, so one worker (with two, the next connection may reach the idle one)
     svc = start_service(MAX_BATCH_SIZE="64", MAX_WAIT_MS="3000", FLUSH_WHEN_IDLE="false",
-                        MAX_QUEUE="1")
+                        MAX_QUEUE="1", WORKERS="1")
     host, port = svc.url.removeprefix("http://").split(":")
 
     async def main() -> tuple[httpx.Response, bytes, httpx.Response]:
