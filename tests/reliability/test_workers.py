@@ -9,12 +9,10 @@ import signal
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.make_hostile_corpus import encode, xray
-
-from .conftest import SECRET_NAME
-from .loadgen import run_load
+from tests.support.http import scrape
+from tests.support.images import encode, xray
+from tests.support.loadgen import SECRET_NAME, run_load
 
 
 def workers_of(pid: int) -> list[int]:
@@ -29,13 +27,7 @@ def workers_of(pid: int) -> list[int]:
 
 def samples(url: str) -> dict[str, float]:
     """/metrics over a new connection (so any worker may answer) as {name{labels}: value}."""
-    text = httpx.get(f"{url}/metrics", headers={"Connection": "close"}).text
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+    return scrape(url, headers={"Connection": "close"})
 
 
 def test_worker_count_follows_the_setting(start_service) -> None:

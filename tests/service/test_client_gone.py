@@ -7,8 +7,8 @@ import asyncio
 
 import httpx
 
-from .conftest import encode, xray_array
-from .test_batching import scrape
+from tests.support.http import scrape
+from tests.support.images import encode, xray_array
 
 
 def test_queued_request_of_a_disconnected_client_is_not_computed(serve, settings_for) -> None:
