@@ -22,6 +22,7 @@ CHOICES = {
     "age_loss": ("mae", "huber"),
     "lr_schedule": ("cosine", "plateau"),
     "weights": ("none", "imagenet"),
+    "augment_mode": ("light", "site"),
 }
 
 
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,loso,evaluate,export}")
     helpful = {"formatter_class": _HelpFormatter}
     train = sub.add_parser(
         "train",
@@ -58,20 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, then evaluate on the test split; prints the export command at the end.",
         **helpful,
     )
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        kind = _bool if isinstance(default, bool) else type(default)
-        kwargs = {"choices": CHOICES[f.name]} if f.name in CHOICES else {}
-        train.add_argument(flag, type=kind, default=default, help=f.metadata.get("help"), **kwargs)
-    train.add_argument(
-        "--n", dest="n_phantoms", type=int, default=argparse.SUPPRESS, help="alias of --n-phantoms"
+    _add_config_flags(train)
+    loso = sub.add_parser(
+        "loso",
+        help="leave-one-source-out: one run per held-out source, pooled table",
+        description="Train once per source with >= --min-images images, holding it out as the "
+        "test split; print the per-source and pooled table; write loso.json.",
+        **helpful,
     )
+    _add_config_flags(loso)
+    loso.add_argument("--out-dir", default="runs/loso", help="one run folder per held-out source")
+    loso.add_argument("--min-images", type=int, default=100,
+                      help="hold out sources with at least this many images")
+    loso.add_argument("--sources", default="",
+                      help="comma-separated sources to hold out (default: all big enough)")
     evaluate = sub.add_parser(
         "evaluate", help="metrics of a run's best model on its test split", **helpful
     )
     evaluate.add_argument("--run-dir", required=True, help="a run directory written by `train`")
+    evaluate.add_argument("--by-source", action="store_true", help="also print per-source tables")
     export = sub.add_parser("export", help="ONNX + model card, behind the parity gate", **helpful)
     export.add_argument("--run-dir", required=True, help="a run directory written by `train`")
     export.add_argument(
@@ -86,7 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="model version in the card (default: the run's date + a short hash "
         "of its config, e.g. 20261202-1a2b3c4d)",
     )
+    export.add_argument("--loso-dir", default="",
+                        help="take the cross-site trust numbers from this `loso` output folder")
     return parser
+
+
+def _add_config_flags(sub: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a --flag, with its metadata["help"] and default."""
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kind = _bool if isinstance(default, bool) else type(default)
+        kwargs = {"choices": CHOICES[f.name]} if f.name in CHOICES else {}
+        sub.add_argument(flag, type=kind, default=default, help=f.metadata.get("help"), **kwargs)
+    sub.add_argument(
+        "--n", dest="n_phantoms", type=int, default=argparse.SUPPRESS, help="alias of --n-phantoms"
+    )
 
 
 def quiet_tensorflow() -> None:
@@ -125,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
             run_dir = train(TrainConfig(**values))
             print(next_steps(str(run_dir)), flush=True)
+        elif args.command == "loso":
+            from training.crosssite import run_loso
+
+            values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+            run_loso(TrainConfig(**values), args.out_dir, args.min_images,
+                     [s for s in args.sources.split(",") if s] or None)
         elif args.command == "evaluate":
             from training.evaluate import evaluate_run
             from training.tfsetup import setup_tensorflow
@@ -132,11 +161,18 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig.load(Path(args.run_dir) / "config.json")
             setup_tensorflow(cfg.threads, cfg.seed)
             evaluate_run(args.run_dir)
+            if args.by_source:
+                from training.crosssite import load_preds, print_table, source_table
+
+                preds = load_preds(Path(args.run_dir))
+                for split in ("validation", "test"):
+                    print_table(source_table(preds, split), f"{split} split by source")
         else:
             quiet_tensorflow()
             from training.export import export_run
 
-            export_run(args.run_dir, args.out, opset=args.opset, version=args.version)
+            export_run(args.run_dir, args.out, opset=args.opset, version=args.version,
+                       loso_dir=args.loso_dir or None)
     except (DataError, FileNotFoundError, ValueError) as exc:
         logging.getLogger("training").error("%s", exc)
         return 2

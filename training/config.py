@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-FORMATS = ("auto", "spr", "nih", "csv", "dicom", "phantom")
+FORMATS = ("auto", "spr", "nih", "csv", "dicom", "multi", "phantom")
 
 
 @dataclass
@@ -101,6 +101,22 @@ class TrainConfig:
     workers: int = field(
         default=4, metadata={"help": "image decode threads (Pillow releases the GIL)"}
     )
+
+    # Multi-source training (issue 16).
+    leave_out: str = field(default="", metadata={"help": (
+        "hold this source out entirely: it becomes the test split (cross-site evaluation); "
+        "the other sources are split into train/validation by patient")})
+    augment_mode: str = field(default="light", metadata={"help": (
+        "light: small Keras geometry/brightness changes; site: resolution loss, window/gamma, "
+        "blur/sharpen, noise, crop/zoom/rotation, borders and text markers on every source")})
+    balance: bool = field(default=False, metadata={"help": (
+        "draw training batches balanced across sources and sex (see --balance-power)")})
+    balance_power: float = field(default=0.5, metadata={"help": (
+        "a source's share of draws is proportional to n_images**power (0: equal, 1: as pooled)")})
+    warmup_epochs: int = field(default=0, metadata={"help": (
+        "linear learning-rate warm-up before the cosine decay")})
+    cache_dir: str = field(default="runs/cache", metadata={"help": (
+        "where decoded tensors are cached per dataset and preprocessing ('' = no cache)")})
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -33,6 +33,7 @@ class Record:
     age: float  # years
     male: bool
     patient_id: str | None = None  # set when the dataset has one: splits then go by patient
+    source: str | None = None  # site/collection (multi-source layout): cross-site evaluation
 
 
 @dataclass
@@ -197,12 +198,20 @@ def detect_format(root: Path) -> str:
     if labels.is_file():
         header = labels.open().readline().lower()
         return "csv" if "path" in header.split(",") else "nih"
+    if any((d / "labels.csv").is_file() for d in root.iterdir() if d.is_dir()):
+        return "multi"
     if any(is_dicom(p) for p in root.rglob("*") if p.is_file()):
         return "dicom"
-    raise DataError(f"cannot tell the dataset layout of {root}; pass --format spr|nih|csv|dicom")
+    raise DataError(f"cannot tell the dataset layout of {root}; pass --format spr|nih|csv|dicom|multi")
 
 
-READERS = {"spr": read_spr, "nih": read_nih, "csv": read_csv, "dicom": read_dicom}
+def _read_multi(root: Path) -> ReadResult:
+    from training.sources import read_multi  # sources.py builds on this module
+
+    return read_multi(root)
+
+
+READERS = {"spr": read_spr, "nih": read_nih, "csv": read_csv, "dicom": read_dicom, "multi": _read_multi}
 
 
 def read_dataset(root: str | Path, fmt: str = "auto") -> list[Record]:

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cxr.imaging import PreprocessParams
+from training.cache import load_images_cached
 from training.calibration import (
     conformal_quantiles,
     expected_calibration_error,
@@ -21,7 +22,6 @@ from training.calibration import (
 )
 from training.config import TrainConfig
 from training.data import Record
-from training.loading import load_images
 from training.metrics import all_metrics, baseline_metrics
 from training.plots import plot_age_scatter, plot_learning_curves, plot_reliability, plot_roc
 from training.splits import read_split
@@ -51,7 +51,8 @@ def load_split_images(run_dir: Path, cfg: TrainConfig
     """Re-decode the run's images from disk through the serving preprocessing."""
     records, names = read_split(run_dir / "split.csv")
     split_of = {r.path: s for r, s in zip(records, names, strict=True)}
-    images, kept = load_images(records, PreprocessParams(size=cfg.image_size), cfg.workers)
+    images, kept = load_images_cached(records, PreprocessParams(size=cfg.image_size), cfg.workers,
+                                      cfg.cache_dir)
     return images, kept, np.array([split_of[r.path] for r in kept], dtype=str)
 
 
@@ -119,6 +120,10 @@ def evaluate_run(run_dir: str | Path, *, images: npt.NDArray[np.uint8] | None = 
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / "trust.json").write_text(json.dumps(trust) + "\n")
+    # Per-image predictions, for per-source tables and cross-site calibration (training/crosssite.py).
+    np.savez(run_dir / "preds.npz", age=age, male=male, age_pred=pred["age"], logit=pred["logit"],
+             embedding=pred["embedding"].astype(np.float32), split=names.astype(str),
+             source=np.array([r.source or "" for r in records], dtype=str), temperature=temperature)
     _write_plots(run_dir, age, male, pred["age"], p_raw, p_cal, sel)
     print_report(metrics, trust)
     return {"metrics": metrics, "trust": trust}

@@ -11,10 +11,11 @@ import numpy as np
 import numpy.typing as npt
 
 from cxr.imaging import PreprocessParams
+from training.cache import load_images_cached
 from training.config import TrainConfig
-from training.data import read_dataset
-from training.loading import load_images
+from training.data import DataError, read_dataset
 from training.phantom import write_phantom_dataset
+from training.sources import source_counts, split_by_source
 from training.splits import SPLITS, split_records, write_split
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,25 @@ def make_dataset(images: npt.NDArray[np.uint8], age: npt.NDArray[np.float32], ma
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def split_data(records, cfg: TrainConfig) -> tuple[npt.NDArray[np.str_], str]:
+    """By patient (per source when there are sources); --leave-out makes one source the test split."""
+    if not any(r.source for r in records):
+        if cfg.leave_out:
+            raise DataError(f"--leave-out {cfg.leave_out} needs a multi-source dataset (--format multi)")
+        return split_records(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    if not cfg.leave_out:
+        return split_by_source(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    held = np.array([r.source == cfg.leave_out for r in records])
+    if not held.any():
+        raise DataError(f"--leave-out {cfg.leave_out!r} is not a source; sources: {source_counts(records)}")
+    rest = [r for r, h in zip(records, held, strict=True) if not h]
+    # The remaining sources give train and validation only: the held-out source is the test.
+    sub, rule = split_by_source(rest, cfg.val_fraction, 0.0, cfg.seed)
+    names = np.full(len(records), "test", dtype=object)
+    names[~held] = sub
+    return names.astype(str), f"source {cfg.leave_out} held out as test; others {rule}"
+
+
 def prepare_data(cfg: TrainConfig, run_dir: Path):
     """Read the dataset, decode it once, split it, write split.csv and data.json."""
     data_dir = Path(cfg.data) if cfg.data else run_dir / "phantom-data"
@@ -62,14 +82,18 @@ def prepare_data(cfg: TrainConfig, run_dir: Path):
         fmt = "csv"
     records = read_dataset(data_dir, fmt)
     params = PreprocessParams(size=cfg.image_size)
-    images, records = load_images(records, params, cfg.workers)
-    names, rule = split_records(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    images, records = load_images_cached(records, params, cfg.workers, cfg.cache_dir)
+    names, rule = split_data(records, cfg)
     write_split(run_dir / "split.csv", records, names)
     counts = {s: int(np.sum(names == s)) for s in SPLITS}
     dataset = ("synthetic phantoms (training/phantom.py)" if cfg.format == "phantom"
                else f"{fmt}: {data_dir.resolve().name}")
-    (run_dir / "data.json").write_text(json.dumps(
-        {"dataset": dataset, "format": fmt, "images": counts, "split": rule}, indent=2) + "\n")
+    info = {"dataset": dataset, "format": fmt, "images": counts, "split": rule}
+    if any(r.source for r in records):
+        info["sources"] = {s: {split: int(np.sum((names == split) & (src == s))) for split in SPLITS}
+                           for src in [np.array([r.source or "" for r in records])]
+                           for s in source_counts(records)}
+    (run_dir / "data.json").write_text(json.dumps(info, indent=2) + "\n")
     logger.info("split %s: %s", rule, counts)
     return images, records, names
 
@@ -101,9 +125,16 @@ def train(cfg: TrainConfig) -> Path:
         age_loss, age_weight = keras.losses.Huber(delta=cfg.huber_delta), cfg.age_weight / age_std**2
     else:
         age_loss, age_weight = keras.losses.MeanAbsoluteError(), cfg.age_weight / age_std
-    steps = int(np.ceil(tr.sum() / cfg.batch_size)) * cfg.epochs
-    lr = (keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.01)
-          if cfg.lr_schedule == "cosine" else cfg.learning_rate)
+    per_epoch = int(np.ceil(tr.sum() / cfg.batch_size))
+    warmup = per_epoch * cfg.warmup_epochs
+    steps = per_epoch * cfg.epochs - warmup
+    if cfg.lr_schedule == "cosine" and warmup:
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate * 0.05, steps, alpha=0.01,
+                                                    warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    elif cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.01)
+    else:
+        lr = cfg.learning_rate
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss={"age": age_loss, "sex": keras.losses.BinaryCrossentropy(from_logits=True)},
@@ -111,8 +142,16 @@ def train(cfg: TrainConfig) -> Path:
         metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")],
                  "sex": [keras.metrics.AUC(from_logits=True, name="auc")]},
     )
-    train_ds = make_dataset(images[tr], age[tr], male[tr], cfg.batch_size, training=True,
-                            augment=cfg.augment, seed=cfg.seed)
+    if cfg.augment_mode == "site" or cfg.balance:
+        from training.feed import SiteBatches
+
+        train_ds = SiteBatches(images[tr], age[tr], male[tr], [r.source or "" for r, t in zip(records, tr, strict=True) if t],
+                               cfg.batch_size, seed=cfg.seed, balance=cfg.balance,
+                               balance_power=cfg.balance_power,
+                               augment=cfg.augment and cfg.augment_mode == "site")
+    else:
+        train_ds = make_dataset(images[tr], age[tr], male[tr], cfg.batch_size, training=True,
+                                augment=cfg.augment, seed=cfg.seed)
     val_ds = make_dataset(images[va], age[va], male[va], cfg.batch_size, training=False,
                           augment=False, seed=cfg.seed)
     callbacks = [
