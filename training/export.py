@@ -124,11 +124,54 @@ def run_version(run_dir: Path) -> str:
     return f"{day}-{hashlib.sha256(canonical).hexdigest()[:8]}"
 
 
+def measure_ort_ms(onnx_bytes: bytes, image_size: int, repeats: int = 60) -> dict:
+    """Median and 90th-percentile ONNX Runtime time for one image on ONE CPU thread."""
+    import time
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(0, 255, (1, image_size, image_size, 1)).astype(np.float32)
+    for _ in range(5):
+        session.run(None, {"image": x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {"image": x})
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"ort_ms_per_image_1_thread_median": round(float(np.median(times)), 2),
+            "ort_ms_per_image_1_thread_p90": round(float(np.percentile(times, 90)), 2),
+            "measured_on": "batch 1, intra_op_num_threads=1, CPUExecutionProvider, "
+                           "shared build machine"}
+
+
+def _card_extras(cfg: TrainConfig, data: dict, onnx_bytes: bytes) -> dict:
+    """Additive card keys: per-source data terms, non-commercial notice, speed, training recipe."""
+    extras: dict = {"performance": measure_ort_ms(onnx_bytes, cfg.image_size)}
+    if data.get("sources"):
+        from training.sources import NON_COMMERCIAL, source_terms
+
+        counts = {s: sum(v.values()) for s, v in data["sources"].items()}
+        extras["licence"] = NON_COMMERCIAL
+        extras["data_sources"] = {
+            s: {**terms, "split": data["sources"][s]}
+            for s, terms in source_terms(Path(cfg.data), counts).items()}
+        extras["training_recipe"] = {
+            "image_size": cfg.image_size, "augment_mode": cfg.augment_mode, "balance": cfg.balance,
+            "balance_power": cfg.balance_power, "learning_rate": cfg.learning_rate,
+            "warmup_epochs": cfg.warmup_epochs, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
+    return extras
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17,
-               version: str | None = None) -> Path:
+               version: str | None = None, loso_dir: str | Path | None = None) -> Path:
     """Export the run's best model into out_dir (model.onnx + model.json); return the ONNX path.
 
     version: the card's model version; None gives the run's own (run_version).
+    With loso_dir (a `python -m training loso` output), the card's intervals and guard threshold
+    are the cross-site ones and its metrics lead with the held-out-source table.
     """
     from training.tfsetup import setup_tensorflow
 
@@ -143,6 +186,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17,
     trust = json.loads((run_dir / "trust.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     data = json.loads((run_dir / "data.json").read_text())
+    if loso_dir:
+        from training.crosssite import cross_site_card
+
+        trust, metrics = cross_site_card(run_dir, Path(loso_dir), trust, metrics)
     temperature = float(trust["sex_calibration"]["temperature"])
     model = load_run_model(run_dir)
     onnx_bytes = convert(model, cfg.image_size, temperature, opset)
@@ -161,6 +208,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17,
         card = build_card(cfg=cfg, data=data, metrics=metrics, trust=trust, sha256=file_sha256(onnx_path),
                           opset=opset, parity=parity, version=version,
                           embedding_dim=int(model.get_layer("features").output.shape[-1]))
+        # Additive keys (cross-site numbers live in metrics/trust; these are new top-level keys).
+        card = {**card.public(), **_card_extras(cfg, data, onnx_bytes)}
         write_card(card, Path(tmp) / "model.json")
         shutil.move(onnx_path, out_dir / "model.onnx")
         shutil.move(Path(tmp) / "model.json", out_dir / "model.json")

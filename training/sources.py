@@ -87,3 +87,39 @@ def split_by_source(
         sub, rule = split_records([records[i] for i in idx], val_fraction, test_fraction, seed)
         names[idx] = sub
     return names.astype(str), f"per source, {rule}"
+
+
+# What each shared folder is and on what terms (from its README); unknown folders point there.
+CITATIONS = {
+    "nih-cxr-1000": "NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017), 64x64 subset; "
+    "unrestricted use, cite NIH Clinical Center and Wang et al. 2017",
+    "covid-ieee8023": "COVID-19 image data collection (Cohen et al., arXiv:2006.11988); per-image "
+    "licences (CC BY, CC BY-NC-SA, Apache 2.0, many unspecified)",
+    "jsrt": "JSRT chest film database (Shiraishi et al., AJR 2000;174:71-74); non-commercial "
+    "research and education only",
+    "figure1-covid": "Figure 1 COVID-19 Chest X-ray Dataset Initiative (DarwinAI / U. Waterloo); "
+    "research purposes only, no explicit licence",
+}
+NON_COMMERCIAL = (
+    "NON-COMMERCIAL research model: trained on images whose terms allow non-commercial research "
+    "only (JSRT, Figure 1, many COVID-19 collection images are CC BY-NC-SA or unlicensed). "
+    "Not for clinical or commercial use."
+)
+
+
+def source_terms(root: Path, counts: dict[str, int]) -> dict[str, dict]:
+    """Per source: images used, citation, and the licence column's values with their counts."""
+    out = {}
+    for source, n in counts.items():
+        licences: Counter[str] = Counter()
+        labels = root / source / "labels.csv"
+        if labels.is_file():
+            with labels.open(newline="") as f:
+                licences.update(row.get("license") or "" for row in csv.DictReader(f))
+        licences.pop("", None)
+        out[source] = {
+            "images": n,
+            "citation": CITATIONS.get(source, f"see {source}/README.md"),
+            "licences": dict(licences.most_common()),
+        }
+    return out
