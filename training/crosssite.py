@@ -180,7 +180,11 @@ def summarise(out_dir: Path, sources: list[str]) -> dict:
 
     # Guard: the smallest factor on the validation p99 that flags ≤ 5 % of every unseen source.
     factor = max(
-        1.0, max(float(np.quantile(r, 1 - GUARD_MAX_FLAG_RATE, method="higher")) for r in guard_ratio.values())
+        1.0,
+        max(
+            float(np.quantile(r, 1 - GUARD_MAX_FLAG_RATE, method="higher"))
+            for r in guard_ratio.values()
+        ),
     )
     for s, r in guard_ratio.items():
         table[s]["guard_flag_rate_at_val_p99"] = _r(np.mean(r > 1.0))
@@ -291,8 +295,8 @@ def cross_site_card(run_dir: Path, loso_dir: Path, trust: dict, metrics: dict) -
             "threshold": _r(threshold, 5),
             "threshold_rule": f"{GUARD_PERCENTILE:g}th percentile of validation distances × "
             f"{loso['guard_factor']} (the factor that keeps ≤ "
-            f"{GUARD_MAX_FLAG_RATE:.0%} of every held-out source's radiographs "
-            "unflagged in leave-one-source-out runs)",
+            f"{GUARD_MAX_FLAG_RATE:.0%} of every held-out source's genuine radiographs "
+            "flagged in leave-one-source-out runs)",
             "false_flag_rate": {
                 s: _r(float(np.mean(dist[m] > threshold)))
                 for s, m in (("validation", va), ("test", te))
