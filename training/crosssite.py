@@ -115,7 +115,9 @@ def banded_quantiles(residual: npt.NDArray, age_pred: npt.NDArray) -> dict[str, 
 def banded_coverage(residual: npt.NDArray, age_pred: npt.NDArray, q: dict) -> dict[str, float]:
     """Coverage of band-wise half-widths (bands without their own fall back to the widest)."""
     bands = band_of(age_pred)
-    out = {}
+    out: dict[str, float] = {}
+    if not q:  # too few calibration residuals per band
+        return out
     for level in q[next(iter(q))]:
         widest = max(v[level] for v in q.values())
         width = np.array([q.get(str(b), {}).get(level, widest) for b in bands])
@@ -175,7 +177,7 @@ def summarise(out_dir: Path, sources: list[str]) -> dict:
         cov_b = banded_coverage(res[s], folds[s]["age_pred"][te], banded_quantiles(others, o_pred))
         for level in cov:
             table[s][f"coverage_{level}"] = _r(cov[level])
-            table[s][f"coverage_banded_{level}"] = _r(cov_b[level])
+            table[s][f"coverage_banded_{level}"] = _r(cov_b[level]) if level in cov_b else None
     quantiles = conformal_quantiles(all_res)
 
     # Guard: the smallest factor on the validation p99 that flags ≤ 5 % of every unseen source.

@@ -126,7 +126,7 @@ def train(cfg: TrainConfig) -> Path:
     else:
         age_loss, age_weight = keras.losses.MeanAbsoluteError(), cfg.age_weight / age_std
     per_epoch = int(np.ceil(tr.sum() / cfg.batch_size))
-    warmup = per_epoch * cfg.warmup_epochs
+    warmup = per_epoch * min(cfg.warmup_epochs, cfg.epochs - 1)
     steps = per_epoch * cfg.epochs - warmup
     if cfg.lr_schedule == "cosine" and warmup:
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate * 0.05, steps, alpha=0.01,

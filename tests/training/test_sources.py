@@ -136,3 +136,41 @@ def test_full_size_upload_and_its_small_version_preprocess_alike(tmp_path, size)
     from training.data import Record
 
     assert np.array_equal(load_image(Record(path, 50.0, True), params), big_t.astype(np.uint8))
+
+
+def test_tiny_leave_one_source_out_run(multi, tmp_path, capsys):
+    """Two folds of a tiny LOSO in-process: held-out tables, pooled row, trust numbers, resume."""
+    from training.crosssite import run_loso
+
+    cfg = TrainConfig(
+        data=str(multi),
+        image_size=32,
+        width=4,
+        depth=2,
+        neck_dim=8,
+        epochs=2,
+        batch_size=8,
+        augment_mode="site",
+        balance=True,
+        warmup_epochs=2,
+        val_fraction=0.3,
+        workers=1,
+        threads=1,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    out = tmp_path / "loso"
+    summary = run_loso(cfg, out, min_images=20)
+    assert summary["held_out_sources"] == ["jsrt", "nih"]
+    table = summary["table"]
+    assert table["jsrt"]["n"] == 20 and table["nih"]["n"] == 30 and table["pooled"]["n"] == 50
+    for row in table.values():
+        assert {"age_mae", "age_r2", "sex_auc", "sex_accuracy"} <= set(row["model"])
+        assert row["baseline"]["sex_auc"] == 0.5
+    assert 0 <= table["jsrt"]["coverage_0.9"] <= 1 and 0 <= table["nih"]["guard_flag_rate"] <= 0.05
+    q = summary["age_interval"]["quantiles"]
+    assert 0 < q["0.8"] <= q["0.9"] <= q["0.95"]
+    assert summary["guard_factor"] >= 1.0 and summary["temperature_pooled_validation"] > 0
+    assert "leave-one-source-out" in capsys.readouterr().out
+    mtime = (out / "jsrt" / "preds.npz").stat().st_mtime_ns
+    run_loso(cfg, out, min_images=20)  # finished folds are not retrained
+    assert (out / "jsrt" / "preds.npz").stat().st_mtime_ns == mtime
