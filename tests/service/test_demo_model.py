@@ -64,8 +64,9 @@ def test_demo_model_trust_fields(serve, settings_for, demo) -> None:
     assert all(r["ok"] and len(r["age_interval_90"]) == 2 for r in results)
     flagged = sum(bool(r["warnings"]) for r in results)
     assert flagged <= 4, f"{flagged} of 40 training-distribution images flagged"
-    # 64 × 64: at the model's own size, so resizing does not average the noise away
-    noise = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    # at the model's own size, so resizing does not average the noise away
+    s = demo.params.size
+    noise = np.random.default_rng(0).integers(0, 255, (s, s), dtype=np.uint8)
     body = httpx.post(f"{srv.url}/v1/predict", content=encode(noise)).json()
     # the image-level guard calls it noise too; the embedding guard must flag it on its own
     assert "unusual_input" in [w["code"] for w in body["warnings"]]

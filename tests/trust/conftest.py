@@ -12,7 +12,10 @@ from service.settings import Settings
 from tests.support.paths import MODELS, NIH
 from tests.support.servers import RunningServer, server_settings
 from training.data import read_nih
+from training.sources import read_multi, split_by_source
 from training.splits import split_records
+
+SHARED = NIH.parent  # every source folder of ../shared/data
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +37,18 @@ VAL_FRACTION, TEST_FRACTION, SEED = 0.2, 0.2, 0
 
 @pytest.fixture(scope="session")
 def test_split(nih: Path, card: dict) -> list:
-    """The demo model's test split, rebuilt from the dataset exactly as training drew it."""
-    records = read_nih(nih).records
-    names, rule = split_records(records, VAL_FRACTION, TEST_FRACTION, SEED)
-    assert rule.split(",")[0] in card["training_data"]["split"]
+    """The demo model's test split, rebuilt from the dataset exactly as training drew it.
+
+    A multi-source card (issue 16) splits every folder of ../shared/data by patient per source.
+    """
+    if card["training_data"]["dataset"].startswith("multi"):
+        records = read_multi(SHARED).records
+        names, rule = split_by_source(records, VAL_FRACTION, TEST_FRACTION, SEED)
+        assert rule == card["training_data"]["split"]
+    else:
+        records = read_nih(nih).records
+        names, rule = split_records(records, VAL_FRACTION, TEST_FRACTION, SEED)
+        assert rule.split(",")[0] in card["training_data"]["split"]
     test = [r for r, n in zip(records, names, strict=True) if n == "test"]
     assert len(test) == card["training_data"]["images"]["test"]
     return test

@@ -34,14 +34,14 @@ def explain(url: str, data: bytes) -> dict:
     return r.json()
 
 
-def test_explain_is_one_batch_of_65_with_arrays_and_overlays(serve_demo, nih) -> None:
+def test_explain_is_one_batch_of_65_with_arrays_and_overlays(serve_demo, nih, card) -> None:
     srv = serve_demo()  # fresh: its metrics hold only this request
     body = explain(srv.url, next((nih / "images").glob("*.png")).read_bytes())
     assert body["batch_size"] == GRID * GRID + 1
     m = scrape(srv.url)
     assert m["cxr_batch_size_count"] == 1 and m["cxr_batch_size_sum"] == GRID * GRID + 1
     assert m["cxr_batch_size_bucket{le=64.0}"] == 0 and m["cxr_batch_size_bucket{le=128.0}"] == 1
-    assert body["grid"] == GRID and body["patch_px"] == SIZE // GRID
+    assert body["grid"] == GRID and body["patch_px"] == card["input"]["shape"][1] // GRID
     for key in ("delta_age", "delta_p_male"):
         values = np.array(body[key])
         assert values.shape == (GRID, GRID) and np.isfinite(values).all()
