@@ -167,7 +167,7 @@ def summarise(out_dir: Path, sources: list[str]) -> dict:
     # Intervals: fitted on the other held-out sources, checked on this one.
     all_res = np.concatenate([res[s] for s in sources])
     all_pred = np.concatenate([folds[s]["age_pred"][folds[s]["split"] == "test"] for s in sources])
-    for s in sources:
+    for s in sources if len(sources) > 1 else []:  # one held-out source has no "others"
         others = np.concatenate([res[o] for o in sources if o != s])
         cov = interval_coverage(res[s], conformal_quantiles(others))
         o_pred = np.concatenate(
