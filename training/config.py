@@ -109,6 +109,8 @@ class TrainConfig:
     augment_mode: str = field(default="light", metadata={"help": (
         "light: small Keras geometry/brightness changes; site: resolution loss, window/gamma, "
         "blur/sharpen, noise, crop/zoom/rotation, borders and text markers on every source")})
+    augment_strength: float = field(default=1.0, metadata={"help": (
+        "scales the probability of every site-augmentation step (1: as documented in augment.py)")})
     balance: bool = field(default=False, metadata={"help": (
         "draw training batches balanced across sources and sex (see --balance-power)")})
     balance_power: float = field(default=0.5, metadata={"help": (

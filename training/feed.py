@@ -49,10 +49,11 @@ class SiteBatches(keras.utils.PyDataset):
         balance: bool,
         balance_power: float,
         augment: bool,
+        strength: float = 1.0,
     ) -> None:
         super().__init__()
         self.images, self.age, self.male = images, age.astype(np.float32), male.astype(np.float32)
-        self.batch_size, self.augment = batch_size, augment
+        self.batch_size, self.augment, self.strength = batch_size, augment, strength
         self.rng = np.random.default_rng(seed)
         self.p = sampling_weights(sources, male, balance_power) if balance else None
         self.on_epoch_end()
@@ -70,7 +71,7 @@ class SiteBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         if self.augment:
-            x = augment_batch(self.images[idx], self.rng)
+            x = augment_batch(self.images[idx], self.rng, self.strength)
         else:
             x = self.images[idx][..., None].astype(np.float32)
         return x, {"age": self.age[idx, None], "sex": self.male[idx, None]}

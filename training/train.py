@@ -148,7 +148,8 @@ def train(cfg: TrainConfig) -> Path:
         train_ds = SiteBatches(images[tr], age[tr], male[tr], [r.source or "" for r, t in zip(records, tr, strict=True) if t],
                                cfg.batch_size, seed=cfg.seed, balance=cfg.balance,
                                balance_power=cfg.balance_power,
-                               augment=cfg.augment and cfg.augment_mode == "site")
+                               augment=cfg.augment and cfg.augment_mode == "site",
+                               strength=cfg.augment_strength)
     else:
         train_ds = make_dataset(images[tr], age[tr], male[tr], cfg.batch_size, training=True,
                                 augment=cfg.augment, seed=cfg.seed)
