@@ -53,7 +53,8 @@ demo-model: setup
 	$(PY) -m training loso $(DEMO_ARGS) --out-dir runs/demo-loso
 	$(PY) -m training train --format multi $(DEMO_ARGS) --test-fraction 0.2 --run-dir runs/demo
 	$(PY) -m training evaluate --run-dir runs/demo --by-source
-	$(PY) -m training export --run-dir runs/demo --out models --loso-dir runs/demo-loso
+	$(PY) -m training export --run-dir runs/demo --out models --loso-dir runs/demo-loso \
+		--version 2.0.0
 
 serve: setup
 	$(PY) -m service

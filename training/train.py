@@ -88,6 +88,8 @@ def prepare_data(cfg: TrainConfig, run_dir: Path):
     counts = {s: int(np.sum(names == s)) for s in SPLITS}
     dataset = ("synthetic phantoms (training/phantom.py)" if cfg.format == "phantom"
                else f"{fmt}: {data_dir.resolve().name}")
+    if any(r.source for r in records):
+        dataset += f" ({', '.join(source_counts(records))})"
     info = {"dataset": dataset, "format": fmt, "images": counts, "split": rule}
     if any(r.source for r in records):
         info["sources"] = {s: {split: int(np.sum((names == split) & (src == s))) for split in SPLITS}
