@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from cxr.imaging import PREPROCESSING_ID
 from training.data import Record
 from training.loading import load_images
 
@@ -37,7 +39,8 @@ def load_images_cached(
     if not cache_dir:
         return load_images(records, params, workers)
     cache_dir = Path(cache_dir)
-    path = cache_dir / f"{cache_key(records, params.to_card())}.npz"
+    key = cache_key(records, {"id": PREPROCESSING_ID, **asdict(params)})
+    path = cache_dir / f"{key}.npz"
     if path.is_file():
         with np.load(path) as z:
             keep = z["keep"]
