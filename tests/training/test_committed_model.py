@@ -108,3 +108,22 @@ def test_trust_sections(card, session):
 def emb_shape(card: dict) -> tuple[int, int, int]:
     s = card["input"]["shape"][1]
     return (s, s, 1)
+
+
+def test_multi_source_card_leads_with_cross_site_numbers(card):
+    """Issue 16: held-out-source results first, sources cited, non-commercial terms stated."""
+    if not card["training_data"]["dataset"].startswith("multi"):
+        pytest.skip("single-source card")
+    assert "NON-COMMERCIAL" in card["licence"]
+    assert all(s["citation"] and s["images"] > 0 for s in card["data_sources"].values())
+    cross = card["metrics"]["cross_site"]
+    assert next(iter(card["metrics"])) == "cross_site"
+    for source in ("covid-ieee8023", "jsrt", "nih-cxr-1000", "pooled"):
+        row = cross[source]
+        assert row["n"] >= 100 and {"age_mae", "sex_auc"} <= set(row["model"])
+        assert {"age_mae", "sex_accuracy"} <= set(row["baseline"])
+    # intervals calibrated on unseen sources: nominal 90 % covers 85–95 % of every held-out source
+    for source, cov in card["age_interval"]["coverage_held_out_source"].items():
+        assert 0.85 <= cov["0.9"] <= 0.95, (source, cov)
+    assert all(r <= 0.05 for r in card["input_guard"]["false_flag_rate_held_out_source"].values())
+    assert card["performance"]["ort_ms_per_image_1_thread_median"] <= 15
