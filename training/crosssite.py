@@ -258,8 +258,8 @@ def cross_site_card(run_dir: Path, loso_dir: Path, trust: dict, metrics: dict) -
     interval = trust["age_interval"]
     interval.update(
         {
-            "method": "conformal on leave-one-source-out residuals: |age error| quantiles of models "
-            "tested on a hospital/collection they never saw; interval = age ± quantile",
+            "method": "conformal on leave-one-source-out residuals: |age error| quantiles of "
+            "models tested on a hospital/collection they never saw; interval = age ± quantile",
             "quantiles": q,
             "coverage_test": {k: _r(v) for k, v in interval_coverage(residual[te], q).items()},
             "n_calibration": loso["age_interval"]["n_calibration"],
@@ -268,7 +268,9 @@ def cross_site_card(run_dir: Path, loso_dir: Path, trust: dict, metrics: dict) -
                 s: {k.split("_")[-1]: table[s][k] for k in table[s] if k.startswith("coverage_0")}
                 for s in held
             },
-            "coverage_held_out_source_rule": "half-widths fitted on the other held-out sources only",
+            "coverage_held_out_source_rule": (
+                "half-widths fitted on the other held-out sources only"
+            ),
         }
     )
 
@@ -280,8 +282,8 @@ def cross_site_card(run_dir: Path, loso_dir: Path, trust: dict, metrics: dict) -
         by_source[s] = _r(expected_calibration_error(p["male"][sel], prob[sel]))
     trust["sex_calibration"].update(
         {
-            "method": "temperature scaling of the sex logit, fitted on the pooled validation split of "
-            "all sources (applied inside model.onnx)",
+            "method": "temperature scaling of the sex logit, fitted on the pooled validation "
+            "split of all sources (applied inside model.onnx)",
             "ece_test_by_source": by_source,
             "ece_held_out_source": {s: table[s]["sex_ece_pooled_temperature"] for s in held},
         }

@@ -202,7 +202,8 @@ def detect_format(root: Path) -> str:
         return "multi"
     if any(is_dicom(p) for p in root.rglob("*") if p.is_file()):
         return "dicom"
-    raise DataError(f"cannot tell the dataset layout of {root}; pass --format spr|nih|csv|dicom|multi")
+    raise DataError(f"cannot tell the dataset layout of {root}; "
+                    "pass --format spr|nih|csv|dicom|multi")
 
 
 def _read_multi(root: Path) -> ReadResult:
@@ -211,7 +212,8 @@ def _read_multi(root: Path) -> ReadResult:
     return read_multi(root)
 
 
-READERS = {"spr": read_spr, "nih": read_nih, "csv": read_csv, "dicom": read_dicom, "multi": _read_multi}
+READERS = {"spr": read_spr, "nih": read_nih, "csv": read_csv, "dicom": read_dicom,
+           "multi": _read_multi}
 
 
 def read_dataset(root: str | Path, fmt: str = "auto") -> list[Record]:

@@ -120,7 +120,7 @@ def evaluate_run(run_dir: str | Path, *, images: npt.NDArray[np.uint8] | None = 
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / "trust.json").write_text(json.dumps(trust) + "\n")
-    # Per-image predictions, for per-source tables and cross-site calibration (training/crosssite.py).
+    # Per-image predictions: per-source tables and cross-site calibration (training/crosssite.py).
     np.savez(run_dir / "preds.npz", age=age, male=male, age_pred=pred["age"], logit=pred["logit"],
              embedding=pred["embedding"].astype(np.float32), split=names.astype(str),
              source=np.array([r.source or "" for r in records], dtype=str), temperature=temperature)

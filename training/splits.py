@@ -55,13 +55,13 @@ def split_records(records: list[Record], val_fraction: float, test_fraction: flo
 
 
 def write_split(path: Path, records: list[Record], names: npt.NDArray[np.str_]) -> None:
-    """split.csv: path, age, sex (M/F), patient_id, split, source — what export needs to reload."""
+    """split.csv: path, age, sex (M/F), patient_id, split, source — all export needs to reload."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "age", "sex", "patient_id", "split", "source"])
         for r, s in zip(records, names, strict=True):
-            w.writerow([str(r.path.resolve()), f"{r.age:g}", "M" if r.male else "F", r.patient_id or "", s,
-                        r.source or ""])
+            w.writerow([str(r.path.resolve()), f"{r.age:g}", "M" if r.male else "F",
+                        r.patient_id or "", s, r.source or ""])
 
 
 def read_split(path: Path) -> tuple[list[Record], npt.NDArray[np.str_]]:

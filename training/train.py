@@ -54,16 +54,18 @@ def make_dataset(images: npt.NDArray[np.uint8], age: npt.NDArray[np.float32], ma
 
 
 def split_data(records, cfg: TrainConfig) -> tuple[npt.NDArray[np.str_], str]:
-    """By patient (per source when there are sources); --leave-out makes one source the test split."""
+    """By patient (per source if there are sources); --leave-out makes one source the test split."""
     if not any(r.source for r in records):
         if cfg.leave_out:
-            raise DataError(f"--leave-out {cfg.leave_out} needs a multi-source dataset (--format multi)")
+            raise DataError(f"--leave-out {cfg.leave_out} needs a multi-source dataset "
+                            "(--format multi)")
         return split_records(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if not cfg.leave_out:
         return split_by_source(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     held = np.array([r.source == cfg.leave_out for r in records])
     if not held.any():
-        raise DataError(f"--leave-out {cfg.leave_out!r} is not a source; sources: {source_counts(records)}")
+        raise DataError(f"--leave-out {cfg.leave_out!r} is not a source; "
+                        f"sources: {source_counts(records)}")
     rest = [r for r, h in zip(records, held, strict=True) if not h]
     # The remaining sources give train and validation only: the held-out source is the test.
     sub, rule = split_by_source(rest, cfg.val_fraction, 0.0, cfg.seed)
@@ -92,9 +94,9 @@ def prepare_data(cfg: TrainConfig, run_dir: Path):
         dataset += f" ({', '.join(source_counts(records))})"
     info = {"dataset": dataset, "format": fmt, "images": counts, "split": rule}
     if any(r.source for r in records):
-        info["sources"] = {s: {split: int(np.sum((names == split) & (src == s))) for split in SPLITS}
-                           for src in [np.array([r.source or "" for r in records])]
-                           for s in source_counts(records)}
+        src = np.array([r.source or "" for r in records])
+        info["sources"] = {s: {split: int(np.sum((names == split) & (src == s)))
+                               for split in SPLITS} for s in source_counts(records)}
     (run_dir / "data.json").write_text(json.dumps(info, indent=2) + "\n")
     logger.info("split %s: %s", rule, counts)
     return images, records, names
@@ -131,8 +133,9 @@ def train(cfg: TrainConfig) -> Path:
     warmup = per_epoch * min(cfg.warmup_epochs, cfg.epochs - 1)
     steps = per_epoch * cfg.epochs - warmup
     if cfg.lr_schedule == "cosine" and warmup:
-        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate * 0.05, steps, alpha=0.01,
-                                                    warmup_target=cfg.learning_rate, warmup_steps=warmup)
+        lr = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate * 0.05, steps, alpha=0.01, warmup_target=cfg.learning_rate,
+            warmup_steps=warmup)
     elif cfg.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.01)
     else:
@@ -147,7 +150,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.augment_mode == "site" or cfg.balance:
         from training.feed import SiteBatches
 
-        train_ds = SiteBatches(images[tr], age[tr], male[tr], [r.source or "" for r, t in zip(records, tr, strict=True) if t],
+        sources = [r.source or "" for r, t in zip(records, tr, strict=True) if t]
+        train_ds = SiteBatches(images[tr], age[tr], male[tr], sources,
                                cfg.batch_size, seed=cfg.seed, balance=cfg.balance,
                                balance_power=cfg.balance_power,
                                augment=cfg.augment and cfg.augment_mode == "site",
