@@ -45,7 +45,7 @@ bench: setup
 # docs/training.md, "Cross-site experiments"). First the LOSO runs (the cross-site numbers, and the
 # residuals/logits/embeddings that calibrate intervals and guard for unseen sites), then the
 # shipped model on all sources, exported with the LOSO trust numbers. ~25 min on 2 shared cores.
-DEMO_ARGS := --data ../shared/data --image-size 64 --width 16 --depth 4 --epochs 30 --patience 30 \
+DEMO_ARGS := --data ../shared/data --image-size 64 --width 16 --depth 4 --epochs 60 --patience 60 \
 	--learning-rate 1e-3 --warmup-epochs 2 --augment-mode site --augment-strength 0.5 \
 	--balance true --age-loss mae --age-weight 2 --val-fraction 0.2 --workers 2
 
