@@ -11,11 +11,20 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import date
 
 MAX_AGE_YEARS = 120.0
 _AGE_STRING = re.compile(r"^(\d{3})([DWMY])$")
+_TAGS = (
+    "PatientSex",
+    "PatientAge",
+    "PatientBirthDate",
+    "StudyDate",
+    "AcquisitionDate",
+    "SeriesDate",
+)
 _DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
@@ -112,12 +121,15 @@ def from_dicom(data: bytes) -> Recorded:
     import pydicom  # only DICOM callers pay for the import
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        with warnings.catch_warnings():  # odd values are reported below, not as warnings
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+            tags = {t: str(ds.get(t, "") or "").strip() for t in _TAGS}
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on broken headers
         return Recorded(notes=(f"DICOM header could not be read ({type(exc).__name__})",))
     notes: list[str] = []
     sex = sex_source = None
-    raw_sex = str(ds.get("PatientSex", "") or "")
+    raw_sex = tags["PatientSex"]
     try:
         sex = parse_sex(raw_sex, "PatientSex")
         if sex:
@@ -131,23 +143,23 @@ def from_dicom(data: bytes) -> Recorded:
     except DemographicsError as exc:
         notes.append(f"{exc}: sex check skipped")
     age = age_source = None
-    raw_age = str(ds.get("PatientAge", "") or "")
+    raw_age = tags["PatientAge"]
     if raw_age:
         try:
             age, age_source = parse_age_string(raw_age), "dicom:PatientAge"
         except DemographicsError as exc:
             notes.append(f"{exc}")
     if age is None:
-        birth = str(ds.get("PatientBirthDate", "") or "")
+        birth = tags["PatientBirthDate"]
         when_tag = next(
-            (t for t in ("StudyDate", "AcquisitionDate", "SeriesDate") if str(ds.get(t, "") or "")),
+            (t for t in ("StudyDate", "AcquisitionDate", "SeriesDate") if tags[t]),
             None,
         )
         if birth and when_tag:
             try:
                 age = age_at(
                     parse_date(birth, "PatientBirthDate"),
-                    parse_date(str(ds.get(when_tag)), when_tag),
+                    parse_date(tags[when_tag], when_tag),
                     "PatientBirthDate",
                     when_tag,
                 )
