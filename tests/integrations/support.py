@@ -82,3 +82,49 @@ def run_in_netns(module: str, *args: str, timeout: float) -> subprocess.Complete
         check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+
+
+class LoopbackApi:
+    """Our API (uvicorn, in a thread) on a fixed loopback port, so it can be restarted there."""
+
+    def __init__(self, settings, port: int) -> None:
+        self.settings, self.port = settings, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = None
+
+    def start(self) -> LoopbackApi:
+        import threading
+        import time
+
+        import uvicorn
+
+        from service.app import create_app
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.sock = sock
+        config = uvicorn.Config(
+            create_app(self.settings),
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("API did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=15)
+            self.sock.close()
+            self.server = None
