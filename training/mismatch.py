@@ -146,6 +146,9 @@ def measure(
             "detection_rate": round(det, 4),
             "detection_at_alpha_on_this_split": round(float(np.mean(swapped >= t_here)), 4),
         }
+        differs = male[i] != male[j]  # swaps that change the recorded sex
+        row["detection_rate_sex_differs"] = round(float(np.mean(swapped[differs] >= t)), 4)
+        row["detection_rate_sex_same"] = round(float(np.mean(swapped[~differs] >= t)), 4)
         for prev in PREVALENCES:
             flagged = prev * det + (1 - prev) * fa
             row[f"prevalence_{prev:g}"] = {
