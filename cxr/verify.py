@@ -22,7 +22,7 @@ S ≥ threshold → "mismatch". Thresholds are chosen on validation data so that
 (default 1 %) of correctly labelled exams is flagged, one per mode ("both", "sex", "age"), so an
 answer where one part is skipped (sex 'O', no age) is still calibrated. They live in the model
 card's "mismatch" section (training/mismatch.py writes it). A card without that section gets
-`fallback_from_card`, which needs only numbers every card has and bounds the false-alarm rate
+`fallback_from_card`, which needs only numbers the training cards have and bounds the false-alarm rate
 from above instead of measuring it:
 
     b0 = metrics.validation.age_mae;  b1 = sqrt(b0² + B²), B = baselines.validation.age_mae (the
@@ -30,6 +30,9 @@ from above instead of measuring it:
     π = 0.5;  sex threshold log(0.5 / α_s): for a calibrated classifier P_H0(q ≤ t) ≤ t;
     age threshold at |r| = b0 · ln(1/α_a) (the Laplace tail);  both: α_s = α_a = α/2, threshold
     = sum of the two (if S ≥ T_s + T_a, one part exceeds its own threshold: union bound ≤ α).
+
+A card without those metrics either (e.g. a test model) gets the sex part alone, with its bound;
+the age part is then skipped and the answer says so.
 
 Pure functions; no web framework, no TensorFlow.
 """
@@ -51,8 +54,8 @@ MODES = ("both", "sex", "age")
 class MismatchParams:
     """Everything the score needs; the card's "mismatch" section, or the fallback."""
 
-    age_scale_same: float  # b0, years
-    age_scale_other: float  # b1, years
+    age_scale_same: float | None  # b0, years; None: no age errors in the card (age skipped)
+    age_scale_other: float | None  # b1, years
     p_male_prior: float  # π(M)
     thresholds: dict[str, float]  # per mode
     alpha: float = DEFAULT_ALPHA  # target share of correct exams flagged
@@ -61,7 +64,8 @@ class MismatchParams:
     measured: dict[str, Any] = field(default_factory=dict)  # false-alarm/detection rates
 
     def __post_init__(self) -> None:
-        if not 0 < self.age_scale_same < self.age_scale_other:
+        age_part = self.age_scale_same is not None and self.age_scale_other is not None
+        if age_part and not 0 < self.age_scale_same < self.age_scale_other:  # type: ignore[operator]
             raise ValueError(
                 f"need 0 < age_scale_same < age_scale_other, got "
                 f"{self.age_scale_same} and {self.age_scale_other}"
@@ -70,7 +74,7 @@ class MismatchParams:
             raise ValueError(
                 f"p_male_prior {self.p_male_prior} / p_clip {self.p_clip} out of range"
             )
-        missing = [m for m in MODES if m not in self.thresholds]
+        missing = [m for m in (MODES if age_part else ("sex",)) if m not in self.thresholds]
         if missing:
             raise ValueError(f"mismatch thresholds lack modes {missing}")
 
@@ -121,16 +125,25 @@ def age_llr(predicted: float, recorded: float, scale_same: float, scale_other: f
 
 def fallback_from_card(card: dict[str, Any], alpha: float = DEFAULT_ALPHA) -> MismatchParams:
     """Conservative parameters from the card's metrics (see the module docstring)."""
+    prior = 0.5
     try:
         b0 = float(card["metrics"]["validation"]["age_mae"])
         spread = float(card["metrics"]["baselines"]["validation"]["age_mae"])
     except (KeyError, TypeError, ValueError):
-        raise ValueError(
-            "card has neither a 'mismatch' section nor metrics.validation.age_mae "
-            "and metrics.baselines.validation.age_mae"
-        ) from None
+        # Nothing about the model's age errors: the sex part alone keeps its bound.
+        return MismatchParams(
+            None,
+            None,
+            prior,
+            {"sex": math.log(prior / alpha)},
+            alpha=alpha,
+            source=(
+                "fallback: the card has no 'mismatch' section and no "
+                "validation age metrics; sex check only (false-alarm rate "
+                f"at most {alpha:g}, not measured)"
+            ),
+        )
     b1 = math.sqrt(b0 * b0 + spread * spread)
-    prior = 0.5
     t_sex = lambda a: math.log(prior / a)
     t_age = lambda a: age_llr(0.0, b0 * math.log(1.0 / a), b0, b1)
     thresholds = {
@@ -173,12 +186,13 @@ def verify(
     s_sex = s_age = residual = None
     if recorded.sex in ("M", "F"):
         s_sex = sex_llr(p_male, recorded.sex, params.p_male_prior, params.p_clip)
-    if recorded.age_years is not None:
-        residual = recorded.age_years - predicted_age
-        s_age = age_llr(
-            predicted_age, recorded.age_years, params.age_scale_same, params.age_scale_other
-        )
     notes = list(recorded.notes)
+    if recorded.age_years is not None and params.age_scale_same is None:
+        notes.append("the model card has no age error statistics: age check skipped")
+    elif recorded.age_years is not None:
+        residual = recorded.age_years - predicted_age
+        b0, b1 = params.age_scale_same, params.age_scale_other
+        s_age = age_llr(predicted_age, recorded.age_years, b0, b1)  # type: ignore[arg-type]
     if s_sex is None and not any("sex check skipped" in n for n in notes):
         notes.append("no recorded sex: sex check skipped")
     if s_age is None and not any("age check skipped" in n for n in notes):

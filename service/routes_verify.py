@@ -38,13 +38,6 @@ class NothingToVerify(ServiceError):
     code = "nothing_to_verify"
 
 
-class VerifyUnavailable(ServiceError):
-    """The served model's card supports no wrong-patient check (no mismatch section, no metrics)."""
-
-    status_code = 501
-    code = "verify_unavailable"
-
-
 class RecordedValues(BaseModel):
     sex: Literal["M", "F"] | None = Field(None, description="recorded sex used by the check")
     sex_source: str | None = Field(None, examples=["dicom:PatientSex", "form:expected_sex"])
@@ -218,7 +211,7 @@ def recorded_values(data: bytes, form: dict[str, str]) -> Recorded:
     response_model=Verification,
     openapi_extra=VERIFY_BODY,
     response_model_exclude_none=True,
-    responses=error_responses(400, 408, 413, 415, 422, 429, 501, 503),
+    responses=error_responses(400, 408, 413, 415, 422, 429, 503),
     summary="Wrong-patient check: predicted vs recorded age and sex",
 )
 async def verify_exam(request: Request, engine: EngineDep) -> dict[str, Any]:
@@ -227,10 +220,10 @@ async def verify_exam(request: Request, engine: EngineDep) -> dict[str, Any]:
     engine.check_capacity()
     data, form = await _read(request, engine.settings.max_upload_bytes)
     recorded = recorded_values(data, form)
-    try:
-        params = MismatchParams.from_card(engine.model.card)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise VerifyUnavailable(f"the model card supports no wrong-patient check: {exc}") from None
+    params = MismatchParams.from_card(engine.model.card)
+    if recorded.sex is None and params.age_scale_same is None:  # fail before computing
+        why = "; ".join([*recorded.notes, "the model card has no age error statistics"])
+        raise NothingToVerify(f"nothing to compare the prediction with ({why})")
     prediction = await engine.predict_bytes(data)
     verdict = verify(prediction["p_male"], prediction["age_years"], recorded, params)
     engine.metrics.verification(verdict.decision, verdict.mode or "none")

@@ -111,13 +111,9 @@ def fit(
 def roc_auc(negatives: F64, positives: F64) -> float:
     """P(score of a random positive > a random negative), ties counted half (Mann–Whitney)."""
     both = np.concatenate([negatives, positives])
-    order = both.argsort(kind="mergesort")
-    ranks = np.empty(len(both))
-    ranks[order] = np.arange(1, len(both) + 1)
-    for value in np.unique(both):  # average ranks of ties
-        tied = both == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # tied values share their average rank
+    ranks = mean_rank[inverse]
     n_neg, n_pos = len(negatives), len(positives)
     return float((ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2) / (n_neg * n_pos))
 

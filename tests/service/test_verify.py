@@ -231,11 +231,19 @@ def test_fallback_and_unsupported_cards(serve, tmp_path: Path) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["check"]["threshold_source"].startswith("fallback")
     assert r.json()["check"]["decision"] == "mismatch"
-    bare = make_model_dir(tmp_path / "bare")
+    bare = make_model_dir(tmp_path / "bare")  # no mismatch section, no metrics: sex part only
     server = serve(Settings(model_dir=bare, host="127.0.0.1", port=0, preprocess_threads=1))
     r = httpx.post(
         f"{server.url}/v1/verify",
         timeout=20,
-        files={"file": ("x", cr_dicom(grey(), PatientSex="F"))},
+        files={"file": ("x", cr_dicom(grey(), PatientSex="F", PatientAge="020Y"))},
     )
-    assert r.status_code == 501 and r.json()["code"] == "verify_unavailable"
+    assert r.status_code == 200, r.text
+    assert r.json()["check"]["mode"] == "sex" and r.json()["check"]["decision"] == "mismatch"
+    assert any("no age error statistics" in n for n in r.json()["skipped"])
+    r = httpx.post(
+        f"{server.url}/v1/verify",
+        timeout=20,
+        files={"file": ("x", cr_dicom(grey(), PatientAge="020Y"))},
+    )
+    assert r.status_code == 422 and "no age error statistics" in r.json()["detail"]
