@@ -247,3 +247,13 @@ def test_fallback_and_unsupported_cards(serve, tmp_path: Path) -> None:
         files={"file": ("x", cr_dicom(grey(), PatientAge="020Y"))},
     )
     assert r.status_code == 422 and "no age error statistics" in r.json()["detail"]
+
+
+def test_hostile_corpus_gets_the_same_named_refusals(post: Callable[..., httpx.Response]) -> None:
+    """Every crafted file of the hostile corpus: the /v1/predict status, never a 5xx."""
+    from scripts.make_hostile_corpus import hostile_cases
+
+    for case in hostile_cases():
+        r = post(case.data, expected_sex="M", expected_age="40")
+        assert r.status_code == case.status, (case.name, r.status_code, r.text[:200])
+        assert case.needle.lower() in r.json()["detail"].lower(), (case.name, r.text[:200])
