@@ -40,6 +40,7 @@ Pure functions; no web framework, no TensorFlow.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,9 +80,9 @@ class MismatchParams:
             raise ValueError(f"mismatch thresholds lack modes {missing}")
 
     @classmethod
-    def from_card(cls, card: dict[str, Any], alpha: float = DEFAULT_ALPHA) -> MismatchParams:
+    def from_card(cls, card: Any, alpha: float = DEFAULT_ALPHA) -> MismatchParams:
         """The card's "mismatch" section when present, else `fallback_from_card`."""
-        section = card.get("mismatch")
+        section = _section(card, "mismatch")
         if not section:
             return fallback_from_card(card, alpha)
         return cls(
@@ -109,6 +110,11 @@ class MismatchParams:
         }
 
 
+def _section(card: Any, key: str) -> Any:
+    """A top-level card section from a dict or a cxr.card.ModelCard (extra keys are kept)."""
+    return card.get(key) if isinstance(card, Mapping) else getattr(card, key, None)
+
+
 def sex_llr(p_male: float, sex: str, p_male_prior: float, p_clip: float = DEFAULT_P_CLIP) -> float:
     """S_sex = log π(s) − log P(s | image), sex 'M' or 'F'."""
     q = p_male if sex == "M" else 1.0 - p_male
@@ -123,12 +129,13 @@ def age_llr(predicted: float, recorded: float, scale_same: float, scale_other: f
     return math.log(scale_same / scale_other) + r * (1.0 / scale_same - 1.0 / scale_other)
 
 
-def fallback_from_card(card: dict[str, Any], alpha: float = DEFAULT_ALPHA) -> MismatchParams:
+def fallback_from_card(card: Any, alpha: float = DEFAULT_ALPHA) -> MismatchParams:
     """Conservative parameters from the card's metrics (see the module docstring)."""
     prior = 0.5
     try:
-        b0 = float(card["metrics"]["validation"]["age_mae"])
-        spread = float(card["metrics"]["baselines"]["validation"]["age_mae"])
+        metrics = _section(card, "metrics")
+        b0 = float(metrics["validation"]["age_mae"])  # type: ignore[index]
+        spread = float(metrics["baselines"]["validation"]["age_mae"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
         # Nothing about the model's age errors: the sex part alone keeps its bound.
         return MismatchParams(

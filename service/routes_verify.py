@@ -12,11 +12,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxr.demographics import DemographicsError, Recorded, from_dicom, with_caller_values
+from cxr.imaging import sniff_format
 from cxr.verify import MismatchParams, verify
-from service.deps import EngineDep
-from service.errors import BadRequest, ServiceError
-from service.imaging import sniff_format
-from service.routes_v1 import _checked
+from service.deps import ReadyEngineDep
+from service.errors import BadRequest, NothingToVerify
+from service.routes_v1 import _checked, _model_ref
 from service.schemas import InputWarning, ModelRef, error_responses
 from service.uploads import MULTIPART_OVERHEAD, is_multipart, read_body, read_multipart
 
@@ -29,13 +29,6 @@ DISCLAIMER = (
     "disagrees with the recorded values more than correctly labelled exams usually do; "
     "a person must check the patient's identity. 'consistent' proves nothing."
 )
-
-
-class NothingToVerify(ServiceError):
-    """No recorded sex or age to compare the prediction with."""
-
-    status_code = 422
-    code = "nothing_to_verify"
 
 
 class RecordedValues(BaseModel):
@@ -214,9 +207,8 @@ def recorded_values(data: bytes, form: dict[str, str]) -> Recorded:
     responses=error_responses(400, 408, 413, 415, 422, 429, 503),
     summary="Wrong-patient check: predicted vs recorded age and sex",
 )
-async def verify_exam(request: Request, engine: EngineDep) -> dict[str, Any]:
+async def verify_exam(request: Request, engine: ReadyEngineDep) -> Verification:
     """Compare the predicted age/sex with the DICOM tags or the expected_* form fields."""
-    engine.check_ready()
     engine.check_capacity()
     data, form = await _read(request, engine.settings.max_upload_bytes)
     recorded = recorded_values(data, form)
@@ -224,29 +216,40 @@ async def verify_exam(request: Request, engine: EngineDep) -> dict[str, Any]:
     if recorded.sex is None and params.age_scale_same is None:  # fail before computing
         why = "; ".join([*recorded.notes, "the model card has no age error statistics"])
         raise NothingToVerify(f"nothing to compare the prediction with ({why})")
-    prediction = await engine.predict_bytes(data)
-    verdict = verify(prediction["p_male"], prediction["age_years"], recorded, params)
+    result = await engine.predict(data)
+    verdict = verify(result.p_male, result.age, recorded, params)
     engine.metrics.verification(verdict.decision, verdict.mode or "none")
-    return {
-        "check": {
-            "decision": verdict.decision,
-            "mode": verdict.mode,
-            "score": verdict.score,
-            "threshold": verdict.threshold,
-            "false_alarm_rate": params.alpha,
-            "sex_score": verdict.sex_score,
-            "age_score": verdict.age_score,
-            "age_residual_years": verdict.age_residual,
-            "threshold_source": params.source,
-        },
-        "recorded": {
-            "sex": recorded.sex,
-            "sex_source": recorded.sex_source,
-            "age_years": recorded.age_years,
-            "age_source": recorded.age_source,
-        },
-        "predicted": {k: prediction[k] for k in PredictedValues.model_fields if k in prediction},
-        "skipped": list(verdict.notes),
-        "model": engine.model_ref,
-        "disclaimer": DISCLAIMER,
-    }
+    if verdict.mode is None:
+        raise NothingToVerify(
+            f"nothing to compare the prediction with ({'; '.join(verdict.notes)})"
+        )
+    interval = engine.interval.around(result.age) if engine.interval is not None else None
+    return Verification(
+        check=Check(
+            decision=verdict.decision,
+            mode=verdict.mode,
+            score=verdict.score,
+            threshold=verdict.threshold,
+            false_alarm_rate=params.alpha,
+            sex_score=verdict.sex_score,
+            age_score=verdict.age_score,
+            age_residual_years=verdict.age_residual,
+            threshold_source=params.source,
+        ),
+        recorded=RecordedValues(
+            sex=recorded.sex,
+            sex_source=recorded.sex_source,
+            age_years=recorded.age_years,
+            age_source=recorded.age_source,
+        ),
+        predicted=PredictedValues(
+            age_years=result.age,
+            sex=result.sex,
+            p_male=result.p_male,
+            age_interval_90=interval,
+            warnings=result.warnings,
+        ),
+        skipped=list(verdict.notes),
+        model=_model_ref(engine),
+        disclaimer=DISCLAIMER,
+    )

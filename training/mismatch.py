@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cxr.card import card_json, parse_card
 from cxr.verify import DEFAULT_ALPHA, DEFAULT_P_CLIP, MODES, MismatchParams
-from service.imaging import PreprocessParams
-from training.card import card_json
 from training.data import Record, read_dataset
 from training.loading import load_images
 from training.splits import split_records
@@ -169,7 +168,7 @@ def run(
 ) -> tuple[MismatchParams, dict[str, Any]]:
     """Fit on validation, measure on test; returns the parameters and the report."""
     card = json.loads((model_dir / "model.json").read_text())
-    params = PreprocessParams.from_card(card["preprocessing"])
+    params = parse_card(card, "model card").params  # checks the card, as the API does
     records: list[Record] = read_dataset(data, fmt)
     images, records = load_images(records, params, workers)
     names, rule = split_records(records, val_fraction, test_fraction, seed)

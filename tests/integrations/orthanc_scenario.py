@@ -19,10 +19,11 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
+from cxr.card import parse_card
 from cxr.demographics import Recorded
+from cxr.imaging import preprocess_bytes
 from cxr.verify import MismatchParams, verify
 from service.app import create_app
-from service.imaging import PreprocessParams, preprocess_bytes
 from service.settings import Settings
 from tests.integrations.support import NIH, REPO, cr_dicom, free_port
 
@@ -39,7 +40,7 @@ def pick_pair(model_dir: Path) -> tuple[dict, dict]:
 
     card = json.loads((model_dir / "model.json").read_text())
     params = MismatchParams.from_card(card)
-    prep = PreprocessParams.from_card(card["preprocessing"])
+    prep = parse_card(card).params
     session = ort.InferenceSession(
         str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
     )
