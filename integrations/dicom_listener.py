@@ -225,6 +225,7 @@ class Listener:
                     job,
                     f"API unavailable ({reason}) for "
                     f"{self.settings.retry_for_s:g} s (LISTENER_RETRY_FOR_S)",
+                    keep_spooled=True,  # the API may come back: the next start re-queues it
                 )
                 return
             self.stats.retries += 1
@@ -260,10 +261,13 @@ class Listener:
         if job.spooled:
             job.spooled.unlink(missing_ok=True)
 
-    def _give_up(self, job: Job, why: str) -> None:
+    def _give_up(self, job: Job, why: str, *, keep_spooled: bool = False) -> None:
         self.stats.failed += 1
-        logger.error("%s not checked: %s", job.sop_uid, why)
-        if job.spooled:
+        kept = keep_spooled and job.spooled is not None
+        logger.error(
+            "%s not checked: %s%s", job.sop_uid, why, " (kept in the spool folder)" if kept else ""
+        )
+        if job.spooled and not kept:
             job.spooled.unlink(missing_ok=True)
 
     def _send_sr(self, job: Job, answer: dict[str, Any]) -> None:

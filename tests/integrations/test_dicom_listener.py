@@ -201,3 +201,37 @@ def test_module_entry_point_answers_echo_and_stops_on_sigterm(api: LoopbackApi) 
         check=False,
     )
     assert bad.returncode != 0 and "LISTENER_SR_DESTINATION 'nowhere'" in bad.stderr
+
+
+def test_spool_folder_keeps_unanswered_images_for_the_next_start(
+    api: LoopbackApi, files: list[Path], tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    down = listener_for(
+        api, api_url=f"http://127.0.0.1:{free_port()}", spool_dir=spool, retry_for_s=0.3
+    )
+    try:
+        assert dcmtk("storescu", down.port, *map(str, files[:3])).returncode == 0
+        assert wait_for(lambda: down.stats.failed >= 3, 20), down.stats
+    finally:
+        down.stop()
+    assert len(list(spool.glob("*.dcm"))) == 3  # the API never answered: kept
+    up = listener_for(api, spool_dir=spool)
+    try:
+        assert wait_for(lambda: up.stats.answered >= 3, 20), up.stats
+    finally:
+        up.stop()
+    assert not list(spool.glob("*.dcm"))  # answered: gone from disk
+
+
+def test_without_a_spool_folder_nothing_is_written(
+    api: LoopbackApi, files: list[Path], tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    listener = listener_for(api)
+    try:
+        assert dcmtk("storescu", listener.port, *map(str, files[:2])).returncode == 0
+        assert wait_for(lambda: listener.stats.answered >= 2, 20)
+    finally:
+        listener.stop()
+    assert not list(tmp_path.iterdir())
