@@ -28,6 +28,12 @@ _TAGS = (
 _DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
+def _show(value: object, limit: int = 32) -> str:
+    """A value for a message: quoted, and cut short (a header field can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}…' ({len(str(value))} chars)"
+
+
 class DemographicsError(ValueError):
     """A recorded sex, age or date that cannot be used; the message names field and value."""
 
@@ -49,7 +55,7 @@ def parse_age_string(value: str, field: str = "PatientAge") -> float:
     match = _AGE_STRING.match(text)
     if not match:
         raise DemographicsError(
-            f"{field} {value!r} is not a DICOM age string (nnnD, nnnW, nnnM or nnnY, e.g. '045Y')"
+            f"{field} {_show(value)} is not a DICOM age string (nnnD, nnnW, nnnM or nnnY, e.g. '045Y')"
         )
     years = int(match.group(1)) * _DAYS_PER[match.group(2)] / 365.25
     return check_age(years, field, value)
@@ -59,7 +65,7 @@ def check_age(years: float, field: str, shown: object) -> float:
     """Years within 0–120, else a DemographicsError naming the field and the value."""
     if math.isnan(years) or not 0.0 <= years <= MAX_AGE_YEARS:
         raise DemographicsError(
-            f"{field} {shown!r} is not a plausible age (must be 0–{MAX_AGE_YEARS:g} years)"
+            f"{field} {_show(shown)} is not a plausible age (must be 0–{MAX_AGE_YEARS:g} years)"
         )
     return float(years)
 
@@ -73,7 +79,7 @@ def parse_age_years(value: str, field: str = "expected_age") -> float:
         years = float(text)
     except ValueError:
         raise DemographicsError(
-            f"{field} {value!r} is not an age in years (e.g. '45' or '045Y')"
+            f"{field} {_show(value)} is not an age in years (e.g. '45' or '045Y')"
         ) from None
     return check_age(years, field, value)
 
@@ -83,11 +89,11 @@ def parse_date(value: str, field: str) -> date:
     text = value.strip()
     digits = text.replace("-", "") if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else text
     if not re.fullmatch(r"\d{8}", digits):
-        raise DemographicsError(f"{field} {value!r} is not a date (YYYYMMDD or YYYY-MM-DD)")
+        raise DemographicsError(f"{field} {_show(value)} is not a date (YYYYMMDD or YYYY-MM-DD)")
     try:
         return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
     except ValueError:
-        raise DemographicsError(f"{field} {value!r} is not a valid calendar date") from None
+        raise DemographicsError(f"{field} {_show(value)} is not a valid calendar date") from None
 
 
 def age_at(birth: date, when: date, birth_field: str, when_field: str) -> float:
@@ -109,7 +115,7 @@ def parse_sex(value: str, field: str) -> str | None:
         return "F"
     if text in ("", "O", "OTHER", "U", "UNKNOWN"):
         return None
-    raise DemographicsError(f"{field} {value!r} is not a sex (M, F or O)")
+    raise DemographicsError(f"{field} {_show(value)} is not a sex (M, F or O)")
 
 
 def from_dicom(data: bytes) -> Recorded:
@@ -136,7 +142,7 @@ def from_dicom(data: bytes) -> Recorded:
             sex_source = "dicom:PatientSex"
         else:
             notes.append(
-                f"PatientSex is {raw_sex!r}: sex check skipped"
+                f"PatientSex is {_show(raw_sex)}: sex check skipped"
                 if raw_sex
                 else "no PatientSex tag: sex check skipped"
             )
@@ -189,7 +195,7 @@ def with_caller_values(
         sex_source = "form:expected_sex" if new_sex else None
         notes = [n for n in notes if "sex check" not in n and "PatientSex" not in n]
         if new_sex is None:
-            notes.append(f"expected_sex is {sex!r}: sex check skipped")
+            notes.append(f"expected_sex is {_show(sex)}: sex check skipped")
     new_age, age_source = recorded.age_years, recorded.age_source
     typed_age = None
     if age is not None and age.strip():

@@ -257,3 +257,9 @@ def test_hostile_corpus_gets_the_same_named_refusals(post: Callable[..., httpx.R
         r = post(case.data, expected_sex="M", expected_age="40")
         assert r.status_code == case.status, (case.name, r.status_code, r.text[:200])
         assert case.needle.lower() in r.json()["detail"].lower(), (case.name, r.text[:200])
+
+
+def test_huge_header_values_are_cut_short_in_messages(post: Callable[..., httpx.Response]) -> None:
+    r = post(cr_dicom(grey(), PatientSex="M", PatientAge="9" * 5000))
+    assert r.status_code == 200 and len(r.text) < 3000
+    assert any("(5000 chars)" in n for n in r.json()["skipped"])
