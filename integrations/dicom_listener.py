@@ -341,7 +341,8 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for noisy in ("pynetdicom", "highdicom", "httpx"):  # one line per image is ours to write
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     listener = Listener(settings).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
