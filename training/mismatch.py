@@ -152,6 +152,54 @@ def measure(
                 "swaps_found_per_1000": round(1000 * prev * det, 1),
             }
         out[mode] = row
+    out["simulated_worklists"] = simulate_worklists(params, age, male, pred, p_male, patients)
+    return out
+
+
+def simulate_worklists(
+    params: MismatchParams,
+    age: F64,
+    male: npt.NDArray[np.bool_],
+    pred: F64,
+    p_male: F64,
+    patients: list[str],
+    *,
+    repeats: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Worklists of this split's exams where each exam is, with probability = prevalence, filed
+    under another patient's values: what one such worklist looks like (mean, 5–95 % range)."""
+    rng = np.random.default_rng(seed)
+    ids = np.array(patients)
+    n = len(age)
+    out: dict[str, Any] = {"exams_per_worklist": n, "repeats": repeats}
+    for prev in PREVALENCES:
+        found, flags, swaps = [], [], []
+        for _ in range(repeats):
+            swapped = rng.random(n) < prev
+            donor = np.arange(n)
+            for k in np.flatnonzero(swapped):  # another patient's recorded values
+                others = np.flatnonzero(ids != ids[k])
+                donor[k] = rng.choice(others)
+            score = scores(params, "both", pred, p_male, age[donor], male[donor])
+            flagged = score >= params.thresholds["both"]
+            swaps.append(int(swapped.sum()))
+            found.append(int((flagged & swapped).sum()))
+            flags.append(int(flagged.sum()))
+
+        def summary(values: list[int]) -> dict[str, float]:
+            a = np.asarray(values, np.float64)
+            return {
+                "mean": round(float(a.mean()), 2),
+                "p5": float(np.percentile(a, 5)),
+                "p95": float(np.percentile(a, 95)),
+            }
+
+        out[f"prevalence_{prev:g}"] = {
+            "swaps": summary(swaps),
+            "flags": summary(flags),
+            "swaps_flagged": summary(found),
+        }
     return out
 
 
