@@ -263,3 +263,56 @@ def test_huge_header_values_are_cut_short_in_messages(post: Callable[..., httpx.
     r = post(cr_dicom(grey(), PatientSex="M", PatientAge="9" * 5000))
     assert r.status_code == 200 and len(r.text) < 3000
     assert any("(5000 chars)" in n for n in r.json()["skipped"])
+
+
+def v2_infer(server: RunningServer, images: list[bytes], **columns: list[float]) -> httpx.Response:
+    import base64
+
+    inputs = [
+        {
+            "name": "image_bytes",
+            "datatype": "BYTES",
+            "shape": [len(images)],
+            "data": [base64.b64encode(b).decode() for b in images],
+        }
+    ]
+    inputs += [
+        {"name": name, "datatype": "FP32", "shape": [len(values), 1], "data": values}
+        for name, values in columns.items()
+    ]
+    return httpx.post(
+        f"{server.url}/v2/models/cxr-age-sex/infer", json={"inputs": inputs}, timeout=20
+    )
+
+
+def test_oip_v2_takes_recorded_values_and_answers_the_check(verify_server: RunningServer) -> None:
+    meta = httpx.get(f"{verify_server.url}/v2/models/cxr-age-sex").json()
+    assert {"expected_male", "expected_age"} <= {i["name"] for i in meta["inputs"]}
+    assert {"mismatch_score", "mismatch"} <= {o["name"] for o in meta["outputs"]}
+    image = encode(grey())
+    r = v2_infer(
+        verify_server, [image] * 3, expected_male=[1.0, 0.0, -1.0], expected_age=[85.0, 20.0, -1.0]
+    )
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    assert out["mismatch"] == [0, 1, 0]
+    assert out["mismatch_threshold"][:2] == [4.0, 4.0]
+    assert out["mismatch_checked"] == [1, 1, 0] and out["mismatch_score"][2] == 0.0
+    # without the extra inputs, v2 answers exactly as before
+    plain = v2_infer(verify_server, [image]).json()
+    assert {o["name"] for o in plain["outputs"]} == {"age", "p_male"}
+
+
+@pytest.mark.parametrize(
+    ("columns", "named"),
+    [
+        ({"expected_male": [2.0]}, "expected_male[0] is 2"),
+        ({"expected_age": [999.0]}, "expected_age[0] is 999"),
+        ({"expected_age": [40.0, 50.0]}, "has shape [2, 1]"),
+    ],
+)
+def test_oip_v2_bad_recorded_values_are_400(
+    verify_server: RunningServer, columns: dict, named: str
+) -> None:
+    r = v2_infer(verify_server, [encode(grey())], **columns)
+    assert r.status_code == 400 and named in r.json()["detail"], r.text
