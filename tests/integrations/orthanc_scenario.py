@@ -200,6 +200,18 @@ def main(out: str, workdir: str) -> int:
             for ln in client.get("/tools/metrics-prometheus").text.splitlines()
             if ln.startswith("cxr_verify")
         ]
+        # The API goes away: the plugin retries (Retries × RetryWaitSeconds, doubling), then
+        # records why on the instance instead of losing it silently.
+        api.should_exit = True
+        time.sleep(1.0)
+        orphan = client.post("/instances", content=dicom_of(row_a, row_a, "PAT-C")).json()["ID"]
+        deadline = time.monotonic() + 60
+        while client.get("/cxr-verify/stats").json()["failed"] < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("plugin did not give up on the unreachable API")
+            time.sleep(0.3)
+        meta = client.get(f"/instances/{orphan}/metadata", params={"expand": ""}).json()
+        facts["api_down"] = {k: v for k, v in meta.items() if k.startswith("Cxr")}
     except Exception as exc:  # noqa: BLE001 - reported to the test with the Orthanc log
         facts["error"] = f"{type(exc).__name__}: {exc}"
     finally:

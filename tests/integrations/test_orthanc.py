@@ -72,3 +72,9 @@ def test_sr_references_the_image_and_parses_back(facts: dict) -> None:
         assert sr["equipment"] == ["cxr-age-sex", "1.0.0"]
     # two images + two SRs; the SRs themselves were not sent to the API
     assert facts["instances_total"] == 4 and facts["stats"]["skipped"] == 2
+
+
+def test_unreachable_api_is_recorded_on_the_instance(facts: dict) -> None:
+    error = facts["api_down"]["CxrVerifyError"]
+    assert error.startswith("HTTP 0: API at http://127.0.0.1:") and "unreachable" in error
+    assert "CxrVerifyDecision" not in facts["api_down"]
