@@ -40,6 +40,11 @@ RETRY_WAIT_S = float(CONFIG.get("RetryWaitSeconds", 1.0))  # doubles per attempt
 QUEUE_SIZE = int(CONFIG.get("QueueSize", 1000))
 STORE_SR = bool(CONFIG.get("StoreSR", True))
 MODALITIES = set(CONFIG.get("Modalities", ["CR", "DX", "DR", "OT", "RG"]))
+# "NewInstance": each image as it arrives; "StableStudy": a study's images once it has received
+# nothing for Orthanc's StableAge seconds (images already checked are not sent again).
+TRIGGER = str(CONFIG.get("Trigger", "NewInstance"))
+if TRIGGER not in ("NewInstance", "StableStudy"):
+    raise ValueError(f"CxrVerify.Trigger has value {TRIGGER!r}; use NewInstance or StableStudy")
 for path in CONFIG.get("PythonPath", []):  # where integrations/ and highdicom live
     if path not in sys.path:
         sys.path.append(path)
@@ -134,6 +139,10 @@ def store_sr(data: bytes, answer: dict) -> str:
 def process(instance: str) -> None:
     """One stored instance: check, write metadata + attachment (+ SR)."""
     tags = json.loads(orthanc.RestApiGet(f"/instances/{instance}/simplified-tags"))
+    done = json.loads(orthanc.RestApiGet(f"/instances/{instance}/metadata"))
+    if "CxrVerifyDecision" in done or "CxrVerifyError" in done:  # e.g. a study stable again
+        _count("skipped")
+        return
     if (
         str(tags.get("SOPClassUID", "")).startswith(SR_CLASS_PREFIX)
         or tags.get("Modality") not in MODALITIES
@@ -175,7 +184,11 @@ def worker() -> None:
         if instance is STOP:
             return
         try:
-            process(instance)
+            if isinstance(instance, tuple):  # ("study", id): its images, now that it is stable
+                for item in json.loads(orthanc.RestApiGet(f"/studies/{instance[1]}/instances")):
+                    process(item["ID"])
+            else:
+                process(instance)
         except Exception as exc:  # noqa: BLE001 - one bad instance must not stop the worker
             _count("failed")
             orthanc.LogError(f"cxr-verify: instance {instance}: {type(exc).__name__}: {exc}")
@@ -191,9 +204,14 @@ _thread = threading.Thread(target=worker, name="cxr-verify", daemon=True)
 
 
 def on_change(change_type, level, resource) -> None:
-    if change_type == orthanc.ChangeType.NEW_INSTANCE:
+    job = None
+    if change_type == orthanc.ChangeType.NEW_INSTANCE and TRIGGER == "NewInstance":
+        job = resource
+    elif change_type == orthanc.ChangeType.STABLE_STUDY and TRIGGER == "StableStudy":
+        job = ("study", resource)
+    if job is not None:
         try:
-            _jobs.put_nowait(resource)
+            _jobs.put_nowait(job)
             _count("queued")
         except queue.Full:
             _count("dropped")
@@ -203,7 +221,7 @@ def on_change(change_type, level, resource) -> None:
             )
     elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
         _thread.start()
-        orthanc.LogWarning(f"cxr-verify: sending new images to {API_URL}/v1/verify")
+        orthanc.LogWarning(f"cxr-verify: sending images to {API_URL}/v1/verify ({TRIGGER})")
     elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
         _jobs.put(STOP)
 

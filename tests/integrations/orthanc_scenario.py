@@ -2,7 +2,7 @@
 Orthanc with the plugin; uploads a correctly labelled and a mislabelled CR study; writes what
 Orthanc ended up holding as JSON for the test to check.
 
-    python -m tests.integrations.orthanc_scenario OUT.json WORKDIR
+    python -m tests.integrations.orthanc_scenario OUT.json WORKDIR [NewInstance|StableStudy]
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ from service.settings import Settings
 from tests.integrations.support import NIH, REPO, cr_dicom, free_port
 
 ORTHANC = "/usr/sbin/Orthanc"
+
+
+class Done(Exception):
+    """The variant has what it needs."""
+
+
 PLUGIN_SO = "/usr/share/orthanc/plugins/libOrthancPython.so"
 
 
@@ -104,7 +110,7 @@ def start_api(model_dir: Path) -> tuple[uvicorn.Server, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def orthanc_config(workdir: Path, api_url: str, http_port: int) -> Path:
+def orthanc_config(workdir: Path, api_url: str, http_port: int, trigger: str) -> Path:
     storage = workdir / "orthanc-db"
     storage.mkdir(parents=True, exist_ok=True)
     site = next(p for p in sys.path if p.endswith("site-packages"))
@@ -123,14 +129,20 @@ def orthanc_config(workdir: Path, api_url: str, http_port: int) -> Path:
         }
     )
     config["CxrVerify"].update(
-        {"ApiUrl": api_url, "PythonPath": [str(REPO), site], "RetryWaitSeconds": 0.2}
+        {
+            "ApiUrl": api_url,
+            "PythonPath": [str(REPO), site],
+            "RetryWaitSeconds": 0.2,
+            "Trigger": trigger,
+        }
     )
+    config["StableAge"] = 1  # seconds without new images before a study counts as stable
     path = workdir / "orthanc.json"
     path.write_text(json.dumps(config, indent=2))
     return path
 
 
-def main(out: str, workdir: str) -> int:
+def main(out: str, workdir: str, trigger: str = "NewInstance") -> int:
     work = Path(workdir)
     model_dir = REPO / "models"
     row_a, row_b = pick_pair(model_dir)
@@ -140,7 +152,9 @@ def main(out: str, workdir: str) -> int:
     port = free_port()
     log = (work / "orthanc.log").open("w")
     orthanc = subprocess.Popen(
-        [ORTHANC, str(orthanc_config(work, api_url, port))], stdout=log, stderr=subprocess.STDOUT
+        [ORTHANC, str(orthanc_config(work, api_url, port, trigger))],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     facts: dict = {
         "labels": {
@@ -171,6 +185,9 @@ def main(out: str, workdir: str) -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"plugin did not finish: {stats}")
             time.sleep(0.3)
+        if trigger == "StableStudy":  # our SRs make the studies unstable again, then stable
+            time.sleep(3.0)
+            stats = client.get("/cxr-verify/stats").json()
         facts["stats"] = stats
         for name, iid in ids.items():
             meta = client.get(f"/instances/{iid}/metadata", params={"expand": ""}).json()
@@ -200,6 +217,8 @@ def main(out: str, workdir: str) -> int:
             for ln in client.get("/tools/metrics-prometheus").text.splitlines()
             if ln.startswith("cxr_verify")
         ]
+        if trigger == "StableStudy":
+            raise Done
         # The API goes away: the plugin retries (Retries × RetryWaitSeconds, doubling), then
         # records why on the instance instead of losing it silently.
         api.should_exit = True
@@ -212,6 +231,8 @@ def main(out: str, workdir: str) -> int:
             time.sleep(0.3)
         meta = client.get(f"/instances/{orphan}/metadata", params={"expand": ""}).json()
         facts["api_down"] = {k: v for k, v in meta.items() if k.startswith("Cxr")}
+    except Done:
+        pass
     except Exception as exc:  # noqa: BLE001 - reported to the test with the Orthanc log
         facts["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -228,4 +249,4 @@ def main(out: str, workdir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:4]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -21,21 +22,26 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def scenario(work: Path, trigger: str) -> dict:
     why = netns_available()
     if why:
         pytest.skip(
             f"Orthanc 1.10 binds every interface, so it runs in a loopback-only network "
             f"namespace; {why}"
         )
-    work = tmp_path_factory.mktemp("orthanc")
     out = work / "facts.json"
-    proc = run_in_netns("tests.integrations.orthanc_scenario", str(out), str(work), timeout=240)
+    proc = run_in_netns(
+        "tests.integrations.orthanc_scenario", str(out), str(work), trigger, timeout=240
+    )
     assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert "error" not in result, f"{result['error']}\n{result['orthanc_log_tail']}"
     return result
+
+
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return scenario(tmp_path_factory.mktemp("orthanc"), "NewInstance")
 
 
 def test_only_the_mislabelled_study_is_flagged(facts: dict) -> None:
@@ -78,3 +84,12 @@ def test_unreachable_api_is_recorded_on_the_instance(facts: dict) -> None:
     error = facts["api_down"]["CxrVerifyError"]
     assert error.startswith("HTTP 0: API at http://127.0.0.1:") and "unreachable" in error
     assert "CxrVerifyDecision" not in facts["api_down"]
+
+
+def test_stable_study_trigger_checks_each_image_once(tmp_path: Path) -> None:
+    facts = scenario(tmp_path, "StableStudy")
+    assert facts["correct"]["metadata"]["CxrVerifyDecision"] == "consistent"
+    assert facts["wrong"]["metadata"]["CxrMismatch"] == "1"
+    # our SRs re-stabilise the studies: the images already checked are not sent again
+    assert facts["stats"]["checked"] == 2 and facts["stats"]["sr_stored"] == 2
+    assert facts["stats"]["skipped"] >= 2
