@@ -8,7 +8,7 @@ import re
 import httpx
 from flask.testing import FlaskClient
 
-from tests.gateway.helpers import sample_dicom, sample_png
+from tests.support.images import sample_dicom, sample_png
 
 
 def token(client: FlaskClient) -> str:
@@ -49,8 +49,15 @@ def test_typed_values_side_by_side_with_the_apis_decision(
     assert 'src="data:image/png;base64,' in html
 
 
-def test_dicom_without_tags_or_typed_values_says_what_is_missing(client: FlaskClient) -> None:
-    page = submit(client, sample_dicom(0))
+def test_dicom_header_values_are_used_and_named(client: FlaskClient) -> None:
+    page = submit(client, sample_dicom(0))  # its header: PatientSex F, PatientAge 054Y
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "dicom:PatientSex" in html and "dicom:PatientAge" in html and "54.0 years" in html
+
+
+def test_image_without_typed_values_says_what_is_missing(client: FlaskClient) -> None:
+    page = submit(client, sample_png(0))
     assert page.status_code == 422
     assert "nothing to compare" in page.get_data(as_text=True)
 

@@ -25,7 +25,8 @@ from cxr.imaging import preprocess_bytes
 from cxr.verify import MismatchParams, verify
 from service.app import create_app
 from service.settings import Settings
-from tests.integrations.support import NIH, REPO, cr_dicom, free_port
+from tests.support.pacs import cr_dicom, free_port
+from tests.support.paths import NIH, REPO
 
 ORTHANC = "/usr/sbin/Orthanc"
 

@@ -14,8 +14,8 @@ import pytest
 
 from integrations.dicom_listener import Listener, ListenerSettings
 from service.settings import Settings
-from tests.integrations.support import LoopbackApi, cr_dicom, free_port
-from tests.service.conftest import make_model_dir, write_card
+from tests.support.models import make_model_dir, write_card
+from tests.support.pacs import LoopbackApi, cr_dicom, free_port
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("storescu") and shutil.which("echoscu")),

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.integrations.orthanc_scenario import ORTHANC, PLUGIN_SO
-from tests.integrations.support import NIH, netns_available, run_in_netns
+from tests.support.pacs import netns_available, run_in_netns
+from tests.support.paths import NIH
 
 MISSING = [p for p in (ORTHANC, PLUGIN_SO) if not os.path.exists(p)]
 pytestmark = [

@@ -15,7 +15,9 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from service.settings import Settings
-from tests.service.conftest import RunningServer, encode, make_model_dir, write_card
+from tests.support.images import encode
+from tests.support.models import make_model_dir, write_card
+from tests.support.servers import RunningServer
 
 # Fixed parameters so the decisions below follow from the tiny model's outputs, not from data.
 MISMATCH = {

@@ -1,4 +1,5 @@
-"""Shared helpers of the PACS tests: CR DICOM files, loopback servers, a network namespace."""
+"""The PACS tests' helpers: CR DICOM files, an API restartable on one loopback port, a
+loopback-only network namespace for Orthanc."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ import socket
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-REPO = Path(__file__).resolve().parents[2]
-NIH = REPO.parent / "shared" / "data" / "nih-cxr-1000"
+from tests.support.paths import REPO
+
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 
 
