@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integrations.orthanc_scenario import ORTHANC, PLUGIN_SO
+from tests.support.orthanc_scenario import ORTHANC, PLUGIN_SO
 from tests.support.pacs import netns_available, run_in_netns
 from tests.support.paths import NIH
 
@@ -32,7 +32,7 @@ def scenario(work: Path, trigger: str) -> dict:
         )
     out = work / "facts.json"
     proc = run_in_netns(
-        "tests.integrations.orthanc_scenario", str(out), str(work), trigger, timeout=240
+        "tests.support.orthanc_scenario", str(out), str(work), trigger, timeout=240
     )
     assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
     result = json.loads(out.read_text())

@@ -14,5 +14,6 @@ from elsewhere comes from here, never from a sibling test module:
 - `browser`: headless Chromium for the browser tests;
 - `manifests`: render, validate and police the Kubernetes manifests (deploy/kubernetes).
 - `pacs`: CR DICOM files with patient tags, an API restartable on one loopback port, and a
-  loopback-only network namespace (Orthanc and DICOM listener tests).
+  loopback-only network namespace (Orthanc and DICOM listener tests); `orthanc_scenario`: our API +
+  a real Orthanc with the plugin, run inside that namespace by tests/integrations/test_orthanc.py.
 """

@@ -2,7 +2,7 @@
 Orthanc with the plugin; uploads a correctly labelled and a mislabelled CR study; writes what
 Orthanc ended up holding as JSON for the test to check.
 
-    python -m tests.integrations.orthanc_scenario OUT.json WORKDIR [NewInstance|StableStudy]
+    python -m tests.support.orthanc_scenario OUT.json WORKDIR [NewInstance|StableStudy]
 """
 
 from __future__ import annotations
