@@ -14,7 +14,8 @@ $(STAMP): $(REQS)
 	$(PY) -m pip install -q --require-hashes -r requirements/dev.lock
 	touch $(STAMP)
 
-# Debian packages the tests drive for real: chromium (browser test), promtool (metrics lint).
+# Debian packages the tests drive for real: chromium (browser test), promtool (metrics lint),
+# orthanc + orthanc-python and dcmtk (PACS tests).
 system-deps:
 	@bash scripts/system-deps.sh
 

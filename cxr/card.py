@@ -63,15 +63,22 @@ class Preprocessing(_Section):
 
     @classmethod
     def of(cls, params: PreprocessParams) -> Preprocessing:
-        return cls(size=params.size, border_threshold=params.border_threshold,
-                   border_min_fraction=params.border_min_fraction, resample=params.resample)
+        return cls(
+            size=params.size,
+            border_threshold=params.border_threshold,
+            border_min_fraction=params.border_min_fraction,
+            resample=params.resample,
+        )
 
     def params(self) -> PreprocessParams:
         from cxr.imaging import PreprocessParams
 
-        return PreprocessParams(size=self.size, border_threshold=self.border_threshold,
-                                border_min_fraction=self.border_min_fraction,
-                                resample=self.resample)
+        return PreprocessParams(
+            size=self.size,
+            border_threshold=self.border_threshold,
+            border_min_fraction=self.border_min_fraction,
+            resample=self.resample,
+        )
 
 
 class OutputSpec(_Section):
@@ -97,8 +104,9 @@ class AgeInterval(_Section):
             except ValueError:
                 ok = False
             if not ok or not math.isfinite(q) or q < 0:
-                raise ValueError(f"level {level!r} → {q!r}: levels are fractions in (0, 1), "
-                                 "half-widths ≥ 0")
+                raise ValueError(
+                    f"level {level!r} → {q!r}: levels are fractions in (0, 1), half-widths ≥ 0"
+                )
         return value
 
     def levels(self) -> list[str]:
@@ -215,8 +223,12 @@ def card_json(card: ModelCard | dict[str, Any]) -> str:
     """Indented JSON, each list of numbers on one line (the guard's matrix stays readable)."""
     data = card.public() if isinstance(card, ModelCard) else card
     text = json.dumps(data, indent=2)
-    return _NUMBER_LIST.sub(
-        lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
+    return (
+        _NUMBER_LIST.sub(
+            lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text
+        )
+        + "\n"
+    )
 
 
 def write_card(card: ModelCard | dict[str, Any], path: Path) -> ModelCard:

@@ -51,17 +51,23 @@ class ImageFacts:
     smoothness: float  # lower of the horizontal and vertical neighbour-pixel correlations
 
 
-def measure(gray: npt.NDArray[np.uint8], colour: float,
-            params: imaging.PreprocessParams) -> ImageFacts:
+def measure(
+    gray: npt.NDArray[np.uint8], colour: float, params: imaging.PreprocessParams
+) -> ImageFacts:
     """Facts of a decoded grey image (H, W) whose source had colourfulness `colour`."""
     step = max(1, max(gray.shape) // SAMPLE_SIDE)
     content = imaging.crop_borders(gray[::step, ::step], params)
     h, w = content.shape
     c = content.astype(np.float32)
     smooth = min(_correlation(c[:, :-1], c[:, 1:]), _correlation(c[:-1, :], c[1:, :]))
-    return ImageFacts(width=gray.shape[1], height=gray.shape[0], colourfulness=float(colour),
-                      aspect_ratio=max(h, w) / max(1, min(h, w)),
-                      contrast=float(content.std()), smoothness=smooth)
+    return ImageFacts(
+        width=gray.shape[1],
+        height=gray.shape[0],
+        colourfulness=float(colour),
+        aspect_ratio=max(h, w) / max(1, min(h, w)),
+        contrast=float(content.std()),
+        smoothness=smooth,
+    )
 
 
 def _correlation(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
@@ -75,27 +81,52 @@ def check(facts: ImageFacts) -> list[dict[str, str]]:
     """The warnings these facts deserve (empty for a plausible radiograph)."""
     found = []
     if facts.colourfulness > MAX_COLOURFULNESS:
-        found.append({"code": COLOUR_IMAGE, "message": (
-            f"this image is in colour (colourfulness {facts.colourfulness:.0f}; radiographs are "
-            f"grey, limit {MAX_COLOURFULNESS:.0f}); it may be a photograph or a chart, not an X-ray")})
+        found.append(
+            {
+                "code": COLOUR_IMAGE,
+                "message": (
+                    f"this image is in colour (colourfulness {facts.colourfulness:.0f}; radiographs are "
+                    f"grey, limit {MAX_COLOURFULNESS:.0f}); it may be a photograph or a chart, not an X-ray"
+                ),
+            }
+        )
     if facts.aspect_ratio > MAX_ASPECT_RATIO:
-        found.append({"code": EXTREME_ASPECT_RATIO, "message": (
-            f"image is {facts.width}×{facts.height} pixels and its content (black borders "
-            f"cropped) is {facts.aspect_ratio:.1f}:1; chest X-rays are at most "
-            f"{MAX_ASPECT_RATIO:.0f}:1, so it may be cropped or not a chest X-ray")})
+        found.append(
+            {
+                "code": EXTREME_ASPECT_RATIO,
+                "message": (
+                    f"image is {facts.width}×{facts.height} pixels and its content (black borders "
+                    f"cropped) is {facts.aspect_ratio:.1f}:1; chest X-rays are at most "
+                    f"{MAX_ASPECT_RATIO:.0f}:1, so it may be cropped or not a chest X-ray"
+                ),
+            }
+        )
     if facts.contrast < MIN_CONTRAST:
-        found.append({"code": NEAR_CONSTANT, "message": (
-            f"the image is nearly uniform (grey-level spread {facts.contrast:.1f}; radiographs "
-            f"have over {MIN_CONTRAST:.0f}); it may be blank or overexposed")})
+        found.append(
+            {
+                "code": NEAR_CONSTANT,
+                "message": (
+                    f"the image is nearly uniform (grey-level spread {facts.contrast:.1f}; radiographs "
+                    f"have over {MIN_CONTRAST:.0f}); it may be blank or overexposed"
+                ),
+            }
+        )
     if facts.smoothness < MIN_NEIGHBOUR_CORRELATION:
-        found.append({"code": NOISE_LIKE_IMAGE, "message": (
-            f"neighbouring pixels are nearly unrelated (correlation {facts.smoothness:.2f}; "
-            f"radiographs are above {MIN_NEIGHBOUR_CORRELATION:g}); it may be noise or text")})
+        found.append(
+            {
+                "code": NOISE_LIKE_IMAGE,
+                "message": (
+                    f"neighbouring pixels are nearly unrelated (correlation {facts.smoothness:.2f}; "
+                    f"radiographs are above {MIN_NEIGHBOUR_CORRELATION:g}); it may be noise or text"
+                ),
+            }
+        )
     return found
 
 
-def inspect_image(decoded: imaging.Decoded, params: imaging.PreprocessParams
-            ) -> tuple[npt.NDArray[np.float32], list[dict[str, str]]]:
+def inspect_image(
+    decoded: imaging.Decoded, params: imaging.PreprocessParams
+) -> tuple[npt.NDArray[np.float32], list[dict[str, str]]]:
     """The model input and the image-level warnings, from one decode."""
     facts = measure(decoded.gray, decoded.colourfulness, params)
     return imaging.preprocess_array(decoded.gray, params), check(facts)
@@ -112,8 +143,12 @@ class EmbeddingGuard:
 
     @classmethod
     def of(cls, stats: InputGuardStats) -> EmbeddingGuard:
-        return cls(stats.embedding_output, np.asarray(stats.mean, dtype=np.float64),
-                   np.asarray(stats.inv_cov, dtype=np.float64), float(stats.threshold))
+        return cls(
+            stats.embedding_output,
+            np.asarray(stats.mean, dtype=np.float64),
+            np.asarray(stats.inv_cov, dtype=np.float64),
+            float(stats.threshold),
+        )
 
     def distance(self, embedding: npt.NDArray[Any]) -> float:
         """sqrt((e − mean)ᵀ · inv_cov · (e − mean)) for one embedding row."""
@@ -127,6 +162,10 @@ class EmbeddingGuard:
         d = self.distance(outputs[self.output][row])
         if d <= self.threshold:
             return None
-        return {"code": UNUSUAL_INPUT, "message": (
-            f"this image is unlike the chest X-rays the model was trained on (distance {d:.1f}, "
-            f"threshold {self.threshold:.1f}); treat the prediction with caution")}
+        return {
+            "code": UNUSUAL_INPUT,
+            "message": (
+                f"this image is unlike the chest X-rays the model was trained on (distance {d:.1f}, "
+                f"threshold {self.threshold:.1f}); treat the prediction with caution"
+            ),
+        }

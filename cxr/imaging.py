@@ -45,9 +45,12 @@ class PreprocessParams:
     resample: str = "bilinear"
 
 
-
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-             "lanczos": Image.Resampling.LANCZOS, "area": Image.Resampling.BOX}
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "area": Image.Resampling.BOX,
+}
 
 _MAGIC: list[tuple[bytes, str]] = [
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -66,7 +69,10 @@ def sniff_format(data: bytes) -> str:
     """Name the format from magic bytes: one of SUPPORTED_FORMATS, or a description of what it is."""
     if len(data) == 0:
         return "empty"
-    if len(data) >= DICOM_MAGIC_OFFSET + 4 and data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM":
+    if (
+        len(data) >= DICOM_MAGIC_OFFSET + 4
+        and data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM"
+    ):
         return "dicom"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
@@ -94,8 +100,9 @@ class Decoded:
     colourfulness: float  # of the source before grey conversion (see colourfulness); 0 for grey
 
 
-def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-           min_side: int = MIN_IMAGE_SIDE) -> Decoded:
+def decode(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_IMAGE_SIDE
+) -> Decoded:
     """Decode any supported file to one grey image; raise an ImageError naming the problem."""
     fmt = sniff_format(data)
     if fmt not in SUPPORTED_FORMATS:
@@ -108,12 +115,15 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         gray, colour = _decode_pillow(data, fmt, max_pixels)
     h, w = gray.shape
     if min(h, w) < min_side:
-        raise InvalidImage(f"image is {w}×{h} pixels; the smallest side must be at least {min_side}")
+        raise InvalidImage(
+            f"image is {w}×{h} pixels; the smallest side must be at least {min_side}"
+        )
     return Decoded(gray, fmt, colour)
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 min_side: int = MIN_IMAGE_SIDE) -> npt.NDArray[np.uint8]:
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_IMAGE_SIDE
+) -> npt.NDArray[np.uint8]:
     """decode(...).gray: the 2-D uint8 grey image (H, W)."""
     return decode(data, max_pixels=max_pixels, min_side=min_side).gray
 
@@ -156,12 +166,16 @@ def _decode_pillow(data: bytes, fmt: str, max_pixels: int) -> tuple[npt.NDArray[
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))  # lazy: reads the header only
     except UnidentifiedImageError as exc:
-        raise InvalidImage(f"{fmt.upper()} header could not be read ({exc.__class__.__name__})") from None
+        raise InvalidImage(
+            f"{fmt.upper()} header could not be read ({exc.__class__.__name__})"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
         raise InvalidImage(f"{fmt.upper()} header could not be read: {exc}") from None
     _check_pixels(img.width, img.height, max_pixels)
     if getattr(img, "n_frames", 1) > 1 and fmt not in ("tiff",):
-        raise UnsupportedMediaType(f"animated {fmt.upper()} with {img.n_frames} frames; send one still image")
+        raise UnsupportedMediaType(
+            f"animated {fmt.upper()} with {img.n_frames} frames; send one still image"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -253,7 +267,9 @@ def _dicom_decoder_available(transfer_syntax: object) -> bool:
         return False
 
 
-def crop_borders(gray: npt.NDArray[np.uint8], params: PreprocessParams = PreprocessParams()) -> npt.NDArray[np.uint8]:
+def crop_borders(
+    gray: npt.NDArray[np.uint8], params: PreprocessParams = PreprocessParams()
+) -> npt.NDArray[np.uint8]:
     """Remove black padding rows/columns at the edges (scans padded to a square)."""
     content = gray > params.border_threshold
     h, w = content.shape
@@ -262,10 +278,12 @@ def crop_borders(gray: npt.NDArray[np.uint8], params: PreprocessParams = Preproc
     cols = np.flatnonzero(content.sum(axis=0, dtype=np.int32) / h > params.border_min_fraction)
     if rows.size == 0 or cols.size == 0:
         return gray  # nothing but padding: leave it for the model (and the input guard) to judge
-    return gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def letterbox(gray: npt.NDArray[np.uint8], size: int, resample: str = "bilinear") -> npt.NDArray[np.uint8]:
+def letterbox(
+    gray: npt.NDArray[np.uint8], size: int, resample: str = "bilinear"
+) -> npt.NDArray[np.uint8]:
     """Resize keeping the aspect ratio so the longer side is `size`; pad with black, centred."""
     h, w = gray.shape
     scale = size / max(h, w)
@@ -275,18 +293,21 @@ def letterbox(gray: npt.NDArray[np.uint8], size: int, resample: str = "bilinear"
         img = img.resize((nw, nh), _RESAMPLE[resample])
     out = np.zeros((size, size), dtype=np.uint8)
     top, left = (size - nh) // 2, (size - nw) // 2
-    out[top:top + nh, left:left + nw] = np.asarray(img, dtype=np.uint8)
+    out[top : top + nh, left : left + nw] = np.asarray(img, dtype=np.uint8)
     return out
 
 
-def preprocess_array(gray: npt.NDArray[np.uint8], params: PreprocessParams) -> npt.NDArray[np.float32]:
+def preprocess_array(
+    gray: npt.NDArray[np.uint8], params: PreprocessParams
+) -> npt.NDArray[np.float32]:
     """Clean a decoded grey image into the model's input: float32 (size, size, 1), values 0–255."""
     boxed = letterbox(crop_borders(gray, params), params.size, params.resample)
     return boxed.astype(np.float32)[:, :, None]
 
 
-def preprocess_bytes(data: bytes, params: PreprocessParams, *,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.float32]:
+def preprocess_bytes(
+    data: bytes, params: PreprocessParams, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> npt.NDArray[np.float32]:
     """Encoded file → model input tensor (size, size, 1) float32. Raises ImageError subclasses."""
     return preprocess_array(decode_image(data, max_pixels=max_pixels), params)
 

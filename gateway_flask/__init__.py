@@ -39,6 +39,9 @@ def create_app(settings: Settings | None = None, *,
     from gateway_flask.views import bp  # after the app exists: views import the error types
 
     app.register_blueprint(bp)
+    from gateway_flask.check import bp as check_bp  # the identity check page (docs/pacs.md)
+
+    app.register_blueprint(check_bp)
 
     @app.context_processor
     def inject_api_status() -> dict[str, str]:

@@ -68,6 +68,11 @@ class ApiClient:
         files = [("files", (u.filename, u.data, u.content_type)) for u in uploads]
         return self._request("POST", "/v1/predict/batch", files=files).json()
 
+    def verify(self, upload: Upload, fields: dict[str, str]) -> dict[str, Any]:
+        """POST /v1/verify; predicted vs recorded age/sex (fields: expected_sex, expected_age, …)."""
+        files = {"file": (upload.filename, upload.data, upload.content_type)}
+        return self._request("POST", "/v1/verify", files=files, data=fields).json()
+
     def explain(self, upload: Upload) -> dict[str, Any]:
         """POST /v1/explain; occlusion-sensitivity maps and overlays for one file."""
         files = {"file": (upload.filename, upload.data, upload.content_type)}

@@ -14,7 +14,7 @@ compile() {
     "$@"
 }
 compile requirements/dev.txt -o requirements/dev.lock
-for image in serve web train; do
+for image in serve web train pacs; do
   compile requirements/$image.txt -c requirements/dev.lock -o requirements/$image.lock
 done
-echo "locks written: requirements/{dev,serve,web,train}.lock"
+echo "locks written: requirements/{dev,serve,web,train,pacs}.lock"

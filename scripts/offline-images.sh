@@ -7,7 +7,8 @@
 #      (for `lb`, the load balancer of the compose `scale` profile: Debian .debs, apt-get download);
 #   3. `docker build` of each image with pip pointed at the wheelhouse (--no-index --find-links),
 #      so nothing inside a build container needs the network.
-# Usage: scripts/offline-images.sh [serve|web|train|lb ...]   (default: serve web train)
+# Usage: scripts/offline-images.sh [serve|web|train|lb|pacs ...]   (default: serve web train;
+#        pacs = Orthanc + listener, docker-compose profile `pacs`, needs the Debian mirror)
 #        scripts/offline-images.sh base | wheels   (only the base image | only the wheelhouse,
 #        e.g. on a machine with internet, then carry .wheelhouse/ across the air gap)
 # Env: BASE_IMAGE (python:3.11-slim), LOCAL_BASE (cxr-base:bookworm), IMAGE_TAG (latest),
@@ -57,6 +58,11 @@ IMAGE[lb]=cxr-age-sex-lb
 DOCKERFILE[lb]=deploy/lb/Dockerfile
 # Debian packages the lb image unpacks: HAProxy and the libraries a bookworm base lacks.
 LB_DEBS=(haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1)
+# The compose `pacs` profile's Orthanc + listener; built only when asked for. It installs Orthanc
+# with apt inside the build, so its build reaches the Debian mirror (the others reach nothing).
+IMAGE[pacs]=cxr-age-sex-pacs
+DOCKERFILE[pacs]=integrations/Dockerfile
+declare -A NETWORK=([pacs]=default)
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -172,6 +178,7 @@ declare -A CONTEXT=(
   [serve]="Dockerfile.serve requirements cxr service models"
   [web]="gateway_flask requirements cxr"
   [train]="Dockerfile.train requirements cxr training deploy/train-entrypoint.sh"
+  [pacs]="integrations requirements"
 )
 CONTEXT[lb]="deploy/lb"
 
@@ -192,7 +199,7 @@ build_image() {
   # --network none: proof that nothing in the build reaches for the network.
   buildlog=$(mktemp "${TMPDIR:-/tmp}/cxr-build-$target.XXXXXX")
   (context_tar "$target" | DOCKER_BUILDKIT=0 docker build \
-      --network none --force-rm ${NO_CACHE:+--no-cache} -f "${DOCKERFILE[$target]}" -t "$tag" \
+      --network "${NETWORK[$target]:-none}" --force-rm ${NO_CACHE:+--no-cache} -f "${DOCKERFILE[$target]}" -t "$tag" \
       --build-arg "BASE_IMAGE=$base" \
       --build-arg "WHEELHOUSE=.ctx-wheels" \
       --build-arg "PIP_ARGS=--no-index --find-links /tmp/wheels" \
@@ -231,7 +238,7 @@ main() {
     wheels) for t in serve web train; do fill_wheelhouse "$t"; done; return ;;
   esac
   for t in "${targets[@]}"; do
-    [ -n "${IMAGE[$t]:-}" ] || { log "unknown image '$t' (serve, web, train, lb)"; exit 2; }
+    [ -n "${IMAGE[$t]:-}" ] || { log "unknown image '$t' (serve, web, train, lb, pacs)"; exit 2; }
   done
   log "building ${targets[*]}: the first time ~10-15 min on 2 cores with train, ~5 min without;" \
     "~1-2 min when only code changed"

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxr.errors import ImageError
-from service import routes_v1, routes_v2
+from service import routes_v1, routes_v2, routes_verify
 from service.deps import ApiKeyAuth
 from service.docs import add_docs
 from service.engine import Engine
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
                   openapi_url=None, redirect_slashes=False)
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
+    app.include_router(routes_verify.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

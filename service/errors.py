@@ -83,6 +83,12 @@ class ModelNotFound(ApiError):
     code = "model_not_found"
 
 
+class NothingToVerify(ApiError):
+    """/v1/verify has no recorded sex or age to compare the prediction with."""
+
+    code = "nothing_to_verify"
+
+
 Error = ImageError | ApiError
 
 STATUS: dict[type[Exception], int] = {
@@ -95,6 +101,7 @@ STATUS: dict[type[Exception], int] = {
     UploadStalled: 408,
     TooManyFiles: 413,
     InputRejected: 422,
+    NothingToVerify: 422,
     Overloaded: 429,
     InferenceFailed: 500,
     ModelNotReady: 503,

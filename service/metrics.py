@@ -71,6 +71,11 @@ class Metrics:
             buckets=(5, 10, 20, 30, 40, 50, 60, 80), registry=r)
         self.images = Counter(
             "cxr_images_total", "Images preprocessed, by detected format.", ["format"], registry=r)
+        self.verify_checks = Counter(
+            "cxr_verify_checks_total", "Wrong-patient checks (/v1/verify), by decision and mode.",
+            ["decision", "mode"], registry=r)
+        self.verify_flags = Counter(
+            "cxr_verify_flags_total", "Wrong-patient checks that flagged a mismatch.", registry=r)
 
         self._model: dict[str, str] = {}
         self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -114,6 +119,12 @@ class Metrics:
         """Record one prediction's distribution."""
         self.predicted_age.observe(age)
         self.predicted_sex.labels(sex=sex).inc()
+
+    def verification(self, decision: str, mode: str) -> None:
+        """Count one wrong-patient check; a mismatch also counts as a flag."""
+        self.verify_checks.labels(decision=decision, mode=mode).inc()
+        if decision == "mismatch":
+            self.verify_flags.inc()
 
 
 class _ModelInfo:

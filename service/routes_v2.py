@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from cxr.errors import ImageError
-from service import oip
+from service import oip, oip_verify
 from service.deps import EngineDep, LifecycleDep, ReadyEngineDep
 from service.engine import Engine
 from service.errors import BadRequest, ModelNotFound
@@ -62,10 +62,13 @@ async def model_metadata(name: str, engine: EngineDep, version: str | None = Non
                 "shape": [-1 if not isinstance(d, int) else d for d in o.shape]}
         for o in m.session.get_outputs()]
     outputs += trust_output_metadata(engine.interval, engine.guard, m.output_names)
+    inputs = [{"name": m.input_name, "datatype": "FP32", "shape": [-1, *m.input_shape]},
+              {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]}]
+    if oip_verify.supported(m.card):  # optional recorded values → mismatch outputs
+        inputs += oip_verify.input_metadata()
+        outputs += oip_verify.output_metadata()
     return {"name": m.name, "versions": [m.version], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": m.input_name, "datatype": "FP32", "shape": [-1, *m.input_shape]},
-                       {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]}],
-            "outputs": outputs}
+            "inputs": inputs, "outputs": outputs}
 
 
 @router.get("/models/{name}/ready", summary="Model readiness",
@@ -89,14 +92,21 @@ async def infer(name: str, request: Request, engine: ReadyEngineDep,
     _model(engine, name, version)
     body = await read_body(request, engine.settings.max_batch_upload_bytes)
     req = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH))
-    if len(req.inputs) != 1:
+    expected = {i.name: i for i in req.inputs if i.name in oip_verify.VERIFY_INPUTS}
+    images = [i for i in req.inputs if i.name not in oip_verify.VERIFY_INPUTS]
+    if len(images) != 1:
         raise BadRequest(f"send exactly one input ({engine.model.input_name!r} or {BYTES_INPUT!r}), "
                          f"got {[i.name for i in req.inputs]}")
-    rows = len(req.inputs[0].items or []) or (req.inputs[0].shape or [0])[0]
+    rows = len(images[0].items or []) or (images[0].shape or [0])[0]
     with engine.admit(max(1, rows)) as deadline:
-        x = await _input_tensor(engine, req.inputs[0])
+        x = await _input_tensor(engine, images[0])
         outputs = await _run_chunked(engine, x, deadline)
     outputs = {**outputs, **trust_outputs(engine.interval, engine.guard, outputs)}
+    if expected:  # the wrong-patient check (service/oip_verify.py)
+        extra, seen = oip_verify.verify_outputs(engine.model.card, outputs, expected)
+        outputs.update(extra)
+        for decision, mode in seen:
+            engine.metrics.verification(decision, mode)
     wanted = _select_outputs(req, list(outputs))
     selected = {n: outputs[n] for n in wanted}
     binary = {n for n in wanted if req.binary_output} | {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REQ = Path(__file__).resolve().parents[1] / "requirements"
-LOCKS = ("dev", "serve", "web", "train")
+LOCKS = ("dev", "serve", "web", "train", "pacs")
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
 
@@ -53,7 +53,7 @@ def test_lock_pins_every_top_level_requirement_at_its_version(name: str) -> None
     assert not wrong, f"requirements/{name}.lock disagrees with {name}.txt (run scripts/lock.sh): {wrong}"
 
 
-@pytest.mark.parametrize("name", ("serve", "web", "train"))
+@pytest.mark.parametrize("name", ("serve", "web", "train", "pacs"))
 def test_image_locks_use_the_dev_versions(name: str) -> None:
     dev, image = locked("dev"), locked(name)
     assert {k: v for k, v in image.items() if dev.get(k) != v} == {}
@@ -65,7 +65,8 @@ def test_serving_lock_has_no_tensorflow() -> None:
 
 @pytest.mark.parametrize(("dockerfile", "lock"), [("Dockerfile.serve", "serve"),
                                                   ("Dockerfile.train", "train"),
-                                                  ("gateway_flask/Dockerfile", "web")])
+                                                  ("gateway_flask/Dockerfile", "web"),
+                                                  ("integrations/Dockerfile", "pacs")])
 def test_images_install_only_from_their_lock(dockerfile: str, lock: str) -> None:
     text = (REQ.parent / dockerfile).read_text()
     assert re.findall(r"requirements/(\w+\.\w+)", text) == [f"{lock}.lock", f"{lock}.lock"]

@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"] and "--mismatch" in argv:  # wrong-patient check (#12)
+        from training.mismatch import main as mismatch_main
+
+        return mismatch_main([a for a in argv[1:] if a != "--mismatch"])
     args = build_parser().parse_args(argv)
     from training.data import DataError
 

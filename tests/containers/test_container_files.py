@@ -154,3 +154,18 @@ def test_training_image_copies_the_core_whole_and_nothing_of_the_service() -> No
     copies = re.findall(r"^COPY\s+(?!--from)(\S+)", text, re.MULTILINE)
     assert "cxr/" in copies and "training/" in copies
     assert not [c for c in copies if c.startswith("service")], copies
+
+
+def test_pacs_profile_wires_orthanc_and_listener_to_the_api_on_loopback_ports() -> None:
+    result = run_compose("--profile", "pacs", "config")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for needle in ("cxr-age-sex-pacs:latest", "integrations/Dockerfile", "integrations.dicom_listener",
+                   "LISTENER_API_URL: http://api:8000", "CXRPACS@orthanc:4242"):
+        assert needle in out, needle
+    published = (re.findall(r"- (\S+):\d+:(8042|4242|11112)/tcp", out)  # compose v1
+                 + re.findall(r"host_ip: (\S+)\n\s+target: (8042|4242|11112)", out))  # v2
+    assert len(published) == 3 and all(ip == "127.0.0.1" for ip, _ in published), published
+    plugin = json.loads((ROOT / "integrations/orthanc/orthanc.json").read_text())
+    assert plugin["CxrVerify"]["ApiUrl"] == "http://api:8000"
+    assert plugin["PythonScript"] == "/opt/cxr/integrations/orthanc/cxr_plugin.py"

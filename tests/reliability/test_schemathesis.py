@@ -17,7 +17,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests.support.procs import ServerProcess, debug_service
 
-IMAGE_UPLOADS = {"/v1/predict", "/v1/predict/batch", "/v1/preview", "/v1/explain"}
+IMAGE_UPLOADS = {"/v1/predict", "/v1/predict/batch", "/v1/preview", "/v1/explain", "/v1/verify"}
 MAX_EXAMPLES = 25  # per operation and phase; the whole module runs in well under a minute
 
 

@@ -13,4 +13,7 @@ from elsewhere comes from here, never from a sibling test module:
 - `loadgen`: a small closed-loop load generator;
 - `browser`: headless Chromium for the browser tests;
 - `manifests`: render, validate and police the Kubernetes manifests (deploy/kubernetes).
+- `pacs`: CR DICOM files with patient tags, an API restartable on one loopback port, and a
+  loopback-only network namespace (Orthanc and DICOM listener tests); `orthanc_scenario`: our API +
+  a real Orthanc with the plugin, run inside that namespace by tests/integrations/test_orthanc.py.
 """
