@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   := requirements/dev.lock
 
-.PHONY: setup system-deps test test-all e2e e2e-scale up bench demo-model serve web clean
+.PHONY: setup system-deps lint test test-all e2e e2e-scale up bench demo-model serve web clean
 
 setup: $(STAMP) system-deps
 
@@ -19,11 +19,16 @@ $(STAMP): $(REQS)
 system-deps:
 	@bash scripts/system-deps.sh
 
-# The default suite: everything but tests marked slow (long training runs).
-test: setup
+# Style the tools enforce (pyproject.toml: line length 100, sorted imports, ruff format).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The default suite: lint, then everything but tests marked slow (long training runs).
+test: lint
 	$(PY) -m pytest -m "not slow"
 
-test-all: setup
+test-all: lint
 	$(PY) -m pytest
 
 e2e: setup

@@ -1,1 +1,2 @@
-"""Benchmark suite: HTTP load against `python -m service` and its baselines (`python -m benchmarks`)."""
+"""Benchmark suite: HTTP load against `python -m service` and its baselines (`python -m
+benchmarks`)."""

@@ -33,16 +33,32 @@ class LoadResult:
     extra: dict[str, float] = field(default_factory=dict)  # filled by the caller (batch size, RSS…)
 
 
-def summarise(mode: str, level: float, latencies: list[float], statuses: Counter[str],
-              seconds: float, client_cpu_s: float) -> LoadResult:
+def summarise(
+    mode: str,
+    level: float,
+    latencies: list[float],
+    statuses: Counter[str],
+    seconds: float,
+    client_cpu_s: float,
+) -> LoadResult:
     """Percentiles over successful requests; every non-200 outcome is counted by its status."""
     ok = statuses.get("200", 0)
     lat = np.asarray(latencies, dtype=np.float64) * 1000 if latencies else np.full(1, np.nan)
     p50, p95, p99 = (float(v) for v in np.percentile(lat, [50, 95, 99]))
     total = sum(statuses.values())
-    return LoadResult(mode, level, ok, {k: v for k, v in statuses.items() if k != "200"},
-                      round(seconds, 3), ok / seconds if seconds > 0 else 0.0, p50, p95, p99,
-                      float(np.mean(lat)), client_cpu_s * 1000 / max(total, 1))
+    return LoadResult(
+        mode,
+        level,
+        ok,
+        {k: v for k, v in statuses.items() if k != "200"},
+        round(seconds, 3),
+        ok / seconds if seconds > 0 else 0.0,
+        p50,
+        p95,
+        p99,
+        float(np.mean(lat)),
+        client_cpu_s * 1000 / max(total, 1),
+    )
 
 
 def _requests(url: str, bodies: list[Body]) -> tuple[str, int, list[bytes]]:
@@ -51,9 +67,13 @@ def _requests(url: str, bodies: list[Body]) -> tuple[str, int, list[bytes]]:
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     out = []
     for body in bodies:
-        head = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {host}:{port}",
-                f"Content-Type: {body.content_type}", f"Content-Length: {len(body.content)}",
-                *(f"{k}: {v}" for k, v in body.headers)]
+        head = [
+            f"POST {parts.path or '/'} HTTP/1.1",
+            f"Host: {host}:{port}",
+            f"Content-Type: {body.content_type}",
+            f"Content-Length: {len(body.content)}",
+            *(f"{k}: {v}" for k, v in body.headers),
+        ]
         out.append(("\r\n".join(head) + "\r\n\r\n").encode() + body.content)
     return host, port, out
 
@@ -80,7 +100,7 @@ class _Connection:
                 head = await self.reader.readuntil(b"\r\n\r\n")
                 lower = head.lower()
                 at = lower.find(b"\r\ncontent-length:")  # not inference-header-content-length
-                length = int(lower[at + 17:lower.index(b"\r\n", at + 2)]) if at >= 0 else 0
+                length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)]) if at >= 0 else 0
                 await self.reader.readexactly(length)
                 if b"connection: close" in lower:
                     self.close()
@@ -98,15 +118,27 @@ class _Connection:
         self.reader = self.writer = None
 
 
-async def closed_loop(url: str, bodies: list[Body], concurrency: int, *, seconds: float,
-                      max_requests: int, warmup_s: float = 0.5) -> LoadResult:
+async def closed_loop(
+    url: str,
+    bodies: list[Body],
+    concurrency: int,
+    *,
+    seconds: float,
+    max_requests: int,
+    warmup_s: float = 0.5,
+) -> LoadResult:
     """`concurrency` clients each send the next request as soon as the previous one is answered."""
     host, port, requests = _requests(url, bodies)
     cycle = itertools.cycle(requests)
     clients = [_Connection(host, port) for _ in range(concurrency)]
 
-    async def worker(client: _Connection, stop_at: float, budget: list[int],
-                     lat: list[float] | None, statuses: Counter[str] | None) -> None:
+    async def worker(
+        client: _Connection,
+        stop_at: float,
+        budget: list[int],
+        lat: list[float] | None,
+        statuses: Counter[str] | None,
+    ) -> None:
         while time.perf_counter() < stop_at and budget[0] > 0:
             budget[0] -= 1
             t0 = time.perf_counter()
@@ -123,8 +155,9 @@ async def closed_loop(url: str, bodies: list[Body], concurrency: int, *, seconds
         statuses: Counter[str] = Counter()
         budget = [max_requests]
         cpu0, t0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker(c, t0 + seconds, budget, latencies, statuses)
-                               for c in clients))
+        await asyncio.gather(
+            *(worker(c, t0 + seconds, budget, latencies, statuses) for c in clients)
+        )
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         for c in clients:
@@ -132,8 +165,15 @@ async def closed_loop(url: str, bodies: list[Body], concurrency: int, *, seconds
     return summarise("closed", concurrency, latencies, statuses, elapsed, cpu)
 
 
-async def open_loop(url: str, bodies: list[Body], rate: float, *, seconds: float,
-                    max_in_flight: int = 256, seed: int = 0) -> LoadResult:
+async def open_loop(
+    url: str,
+    bodies: list[Body],
+    rate: float,
+    *,
+    seconds: float,
+    max_in_flight: int = 256,
+    seed: int = 0,
+) -> LoadResult:
     """Poisson arrivals at `rate`/s whatever the server does; latency counts from the scheduled
     arrival (no coordinated omission), and arrivals past `max_in_flight` count as 'dropped'."""
     rng = np.random.default_rng(seed)
@@ -185,8 +225,9 @@ async def open_loop(url: str, bodies: list[Body], rate: float, *, seconds: float
     return summarise("open", rate, latencies, statuses, elapsed, cpu)
 
 
-async def burst_then_single(url: str, bodies: list[Body], *, burst: int, burst_s: float,
-                            after_s: float) -> tuple[LoadResult, int]:
+async def burst_then_single(
+    url: str, bodies: list[Body], *, burst: int, burst_s: float, after_s: float
+) -> tuple[LoadResult, int]:
     """`burst` clients for `burst_s`, who then hang up with requests still in flight (as
     clients that time out do), then one client for `after_s`: its latency shows whether the
     server keeps computing work nobody waits for. Returns (the single client's result, how many

@@ -1,4 +1,5 @@
-"""What the load generator sends: phantom radiographs as PNG files, multipart bodies, OIP tensors."""
+"""What the load generator sends: phantom radiographs as PNG files, multipart bodies, OIP
+tensors."""
 
 from __future__ import annotations
 
@@ -31,10 +32,14 @@ def phantom_pngs(size: int, count: int, seed: int = 7) -> list[bytes]:
 def multipart_body(data: bytes, field: str = "file", filename: str = "image.png") -> Body:
     """A multipart/form-data upload of one file, encoded the way browsers and curl -F do."""
     boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: image/png\r\n\r\n").encode()
-    return Body(head + data + f"\r\n--{boundary}--\r\n".encode(),
-                f"multipart/form-data; boundary={boundary}")
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+        f'filename="{filename}"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    return Body(
+        head + data + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
 
 
 def raw_body(data: bytes) -> Body:
@@ -45,9 +50,20 @@ def raw_body(data: bytes) -> Body:
 def oip_tensor_body(x: npt.NDArray[np.float32], input_name: str = "image") -> Body:
     """An OIP v2 infer request carrying a pre-decoded FP32 tensor in the binary extension."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    head = json.dumps({"inputs": [{"name": input_name, "shape": list(x.shape), "datatype": "FP32",
-                                   "parameters": {"binary_data_size": x.nbytes}}],
-                       "outputs": [{"name": "age", "parameters": {"binary_data": True}},
-                                   {"name": "p_male", "parameters": {"binary_data": True}}]}).encode()
-    return Body(head + x.tobytes(), "application/octet-stream",
-                ((OIP_HEADER, str(len(head))),))
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": input_name,
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [
+                {"name": "age", "parameters": {"binary_data": True}},
+                {"name": "p_male", "parameters": {"binary_data": True}},
+            ],
+        }
+    ).encode()
+    return Body(head + x.tobytes(), "application/octet-stream", ((OIP_HEADER, str(len(head))),))

@@ -26,10 +26,27 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
         png_path.write_bytes(png)
         body_path.write_bytes(body.content)
         out = subprocess.run(
-            [sys.executable, "-m", "service.profile", "--model-dir", str(model_dir),
-             "--png", str(png_path), "--body", str(body_path),
-             "--content-type", body.content_type, "-n", str(n)],
-            capture_output=True, text=True, cwd=REPO, check=True, timeout=900)
+            [
+                sys.executable,
+                "-m",
+                "service.profile",
+                "--model-dir",
+                str(model_dir),
+                "--png",
+                str(png_path),
+                "--body",
+                str(body_path),
+                "--content-type",
+                body.content_type,
+                "-n",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+            timeout=900,
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -13,21 +13,34 @@ from benchmarks.procs import ServerProcess
 
 def _batch_totals(server: ServerProcess) -> tuple[float, float, float, float]:
     samples = server.scrape()
-    return (samples.get("cxr_batch_size_sum", 0.0), samples.get("cxr_batch_size_count", 0.0),
-            samples.get("cxr_queue_wait_seconds_sum", 0.0),
-            samples.get("cxr_queue_wait_seconds_count", 0.0))
+    return (
+        samples.get("cxr_batch_size_sum", 0.0),
+        samples.get("cxr_batch_size_count", 0.0),
+        samples.get("cxr_queue_wait_seconds_sum", 0.0),
+        samples.get("cxr_queue_wait_seconds_count", 0.0),
+    )
 
 
-def run_level(server: ServerProcess, path: str, bodies: list[Body], *, scenario: str,
-              image: str, concurrency: int | None = None, rate: float | None = None,
-              seconds: float, metrics: bool = True) -> dict[str, Any]:
+def run_level(
+    server: ServerProcess,
+    path: str,
+    bodies: list[Body],
+    *,
+    scenario: str,
+    image: str,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    seconds: float,
+    metrics: bool = True,
+) -> dict[str, Any]:
     """One closed-loop (concurrency) or open-loop (rate) level; returns a flat result row."""
     before = _batch_totals(server) if metrics else None
     cpu0 = server.cpu_s()
     url = server.url + path
     if concurrency is not None:
-        result: LoadResult = asyncio.run(closed_loop(url, bodies, concurrency, seconds=seconds,
-                                                     max_requests=10**9))
+        result: LoadResult = asyncio.run(
+            closed_loop(url, bodies, concurrency, seconds=seconds, max_requests=10**9)
+        )
     else:
         assert rate is not None
         result = asyncio.run(open_loop(url, bodies, rate, seconds=seconds))
@@ -45,21 +58,34 @@ def run_level(server: ServerProcess, path: str, bodies: list[Body], *, scenario:
     return row
 
 
-def soak(server: ServerProcess, path: str, bodies: list[Body], requests: int,
-         warmup: int, concurrency: int = 16) -> dict[str, float]:
+def soak(
+    server: ServerProcess,
+    path: str,
+    bodies: list[Body],
+    requests: int,
+    warmup: int,
+    concurrency: int = 16,
+) -> dict[str, float]:
     """RSS after `warmup` requests and again after `requests` more (leak check)."""
     url = server.url + path
-    asyncio.run(closed_loop(url, bodies, concurrency, seconds=3600, max_requests=warmup,
-                            warmup_s=0))
+    asyncio.run(
+        closed_loop(url, bodies, concurrency, seconds=3600, max_requests=warmup, warmup_s=0)
+    )
     rss0 = server.worker_rss_mb()
-    result = asyncio.run(closed_loop(url, bodies, concurrency, seconds=3600, max_requests=requests,
-                                     warmup_s=0))
+    result = asyncio.run(
+        closed_loop(url, bodies, concurrency, seconds=3600, max_requests=requests, warmup_s=0)
+    )
     rss1 = server.worker_rss_mb()
     growth = {pid: (rss1[pid] - mb) / mb * 100 for pid, mb in rss0.items() if pid in rss1}
     before, after = sum(rss0.values()), sum(rss1.values())
-    return {"requests": result.ok + sum(result.errors.values()), "ok": result.ok,
-            "errors": sum(result.errors.values()), "warmup_requests": warmup,
-            "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
-            "growth_pct": round((after - before) / before * 100, 2),
-            "processes": len(rss0),
-            "max_process_growth_pct": round(max(growth.values()), 2) if growth else None}
+    return {
+        "requests": result.ok + sum(result.errors.values()),
+        "ok": result.ok,
+        "errors": sum(result.errors.values()),
+        "warmup_requests": warmup,
+        "rss_before_mb": round(before, 1),
+        "rss_after_mb": round(after, 1),
+        "growth_pct": round((after - before) / before * 100, 2),
+        "processes": len(rss0),
+        "max_process_growth_pct": round(max(growth.values()), 2) if growth else None,
+    }

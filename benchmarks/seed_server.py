@@ -44,8 +44,11 @@ def create_app(checkpoint: str, image_size: int) -> Flask:
         x = preprocess_bytes(request.files["file"].read(), params)[None]
         out = model.predict(x, verbose=0)
         p_male = 1 / (1 + math.exp(-float(out["sex"][0, 0])))
-        return jsonify(age_years=float(out["age"][0, 0]), p_male=p_male,
-                       sex="male" if p_male >= 0.5 else "female")
+        return jsonify(
+            age_years=float(out["age"][0, 0]),
+            p_male=p_male,
+            sex="male" if p_male >= 0.5 else "female",
+        )
 
     return app
 
@@ -53,9 +56,14 @@ def create_app(checkpoint: str, image_size: int) -> Flask:
 def main() -> int:
     """Serve on HOST:PORT with Flask's threaded development server (as the seed did)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app = create_app(os.environ.get("KERAS_CHECKPOINT", ""), int(os.environ.get("IMAGE_SIZE", "64")))
-    app.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")),
-            threaded=True)
+    app = create_app(
+        os.environ.get("KERAS_CHECKPOINT", ""), int(os.environ.get("IMAGE_SIZE", "64"))
+    )
+    app.run(
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "5000")),
+        threaded=True,
+    )
     return 0
 
 

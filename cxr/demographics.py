@@ -55,7 +55,8 @@ def parse_age_string(value: str, field: str = "PatientAge") -> float:
     match = _AGE_STRING.match(text)
     if not match:
         raise DemographicsError(
-            f"{field} {_show(value)} is not a DICOM age string (nnnD, nnnW, nnnM or nnnY, e.g. '045Y')"
+            f"{field} {_show(value)} is not a DICOM age string (nnnD, nnnW, nnnM or nnnY, e.g. "
+            f"'045Y')"
         )
     years = int(match.group(1)) * _DAYS_PER[match.group(2)] / 365.25
     return check_age(years, field, value)

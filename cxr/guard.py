@@ -85,8 +85,10 @@ def check(facts: ImageFacts) -> list[dict[str, str]]:
             {
                 "code": COLOUR_IMAGE,
                 "message": (
-                    f"this image is in colour (colourfulness {facts.colourfulness:.0f}; radiographs are "
-                    f"grey, limit {MAX_COLOURFULNESS:.0f}); it may be a photograph or a chart, not an X-ray"
+                    f"this image is in colour (colourfulness {facts.colourfulness:.0f}; "
+                    f"radiographs are "
+                    f"grey, limit {MAX_COLOURFULNESS:.0f}); it may be a photograph or a chart, "
+                    f"not an X-ray"
                 ),
             }
         )
@@ -106,7 +108,8 @@ def check(facts: ImageFacts) -> list[dict[str, str]]:
             {
                 "code": NEAR_CONSTANT,
                 "message": (
-                    f"the image is nearly uniform (grey-level spread {facts.contrast:.1f}; radiographs "
+                    f"the image is nearly uniform (grey-level spread {facts.contrast:.1f}; "
+                    f"radiographs "
                     f"have over {MIN_CONTRAST:.0f}); it may be blank or overexposed"
                 ),
             }
@@ -116,7 +119,8 @@ def check(facts: ImageFacts) -> list[dict[str, str]]:
             {
                 "code": NOISE_LIKE_IMAGE,
                 "message": (
-                    f"neighbouring pixels are nearly unrelated (correlation {facts.smoothness:.2f}; "
+                    f"neighbouring pixels are nearly unrelated (correlation "
+                    f"{facts.smoothness:.2f}; "
                     f"radiographs are above {MIN_NEIGHBOUR_CORRELATION:g}); it may be noise or text"
                 ),
             }
@@ -165,7 +169,8 @@ class EmbeddingGuard:
         return {
             "code": UNUSUAL_INPUT,
             "message": (
-                f"this image is unlike the chest X-rays the model was trained on (distance {d:.1f}, "
+                f"this image is unlike the chest X-rays the model was trained on (distance "
+                f"{d:.1f}, "
                 f"threshold {self.threshold:.1f}); treat the prediction with caution"
             ),
         }

@@ -1,7 +1,8 @@
 """Bytes → one clean grey image → the model's input tensor. The only implementation.
 
 Training (training/loading.py) and serving (service/engine.py) both call `decode` /
-`preprocess_array` (or `preprocess_bytes`), so the two paths cannot drift. Pure functions: no I/O, no globals, no web
+`preprocess_array` (or `preprocess_bytes`), so the two paths cannot drift. Pure functions: no I/O,
+no globals, no web
 framework. Intensity normalisation is *not* done here: the tensor holds grey levels 0–255 as
 float32 and the model graph rescales them (a Rescaling layer), so model.onnx is self-describing.
 
@@ -66,7 +67,8 @@ SUPPORTED_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "dicom")
 
 
 def sniff_format(data: bytes) -> str:
-    """Name the format from magic bytes: one of SUPPORTED_FORMATS, or a description of what it is."""
+    """Name the format from magic bytes: one of SUPPORTED_FORMATS, or a description of what it
+    is."""
     if len(data) == 0:
         return "empty"
     if (
@@ -82,7 +84,7 @@ def sniff_format(data: bytes) -> str:
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         return "html"
-    if head.startswith(b"<?xml") or head.startswith(b"<svg"):
+    if head.startswith((b"<?xml", b"<svg")):
         return "xml/svg"
     try:
         data[:512].decode("utf-8")
@@ -132,7 +134,8 @@ COLOUR_SAMPLE_SIDE = 128  # colourfulness is a global statistic: a small sample 
 
 
 def colourfulness(rgb: npt.NDArray[np.uint8]) -> float:
-    """Hasler & Süsstrunk (2003) colourfulness of an (H, W, 3) image: 0 grey, ~15 slight, ~33 moderate."""
+    """Hasler & Süsstrunk (2003) colourfulness of an (H, W, 3) image: 0 grey, ~15 slight, ~33
+    moderate."""
     a = rgb.astype(np.float32)
     rg = a[..., 0] - a[..., 1]
     yb = 0.5 * (a[..., 0] + a[..., 1]) - a[..., 2]
@@ -156,7 +159,8 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         raise InvalidImage(f"image header declares {width}×{height} pixels")
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"image is {width}×{height} = {width * height / 1e6:.1f} MP; limit is {max_pixels / 1e6:g} MP"
+            f"image is {width}×{height} = {width * height / 1e6:.1f} MP; "
+            f"limit is {max_pixels / 1e6:g} MP"
         )
 
 
@@ -234,7 +238,8 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[npt.NDArray[np.uint8], 
         if _dicom_decoder_available(ts):  # we can read this syntax: the data itself is broken
             raise InvalidImage(f"DICOM pixel data ({name}, {ts}) is corrupt: {exc}") from None
         raise UnsupportedMediaType(
-            f"DICOM transfer syntax {name} ({ts}) cannot be decoded here: no decoder installed ({exc})"
+            f"DICOM transfer syntax {name} ({ts}) cannot be decoded here: no decoder installed "
+            f"({exc})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - truncated pixel data and friends
         raise InvalidImage(f"DICOM pixel data could not be read: {exc}") from None

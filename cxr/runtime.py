@@ -44,7 +44,9 @@ def keep_image_buffers(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+            and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+        )
     except (OSError, AttributeError):
         return False

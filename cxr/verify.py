@@ -7,7 +7,8 @@ We compare two hypotheses about the recorded values:
     H1  different person: they belong to someone else, drawn from the same population,
         independent of the image.
 
-The score is the log-likelihood ratio  S = log p(recorded | image, H1) − log p(recorded | image, H0),
+The score is the log-likelihood ratio  S = log p(recorded | image, H1) − log p(recorded | image,
+H0),
 the sum of a sex part and an age part (the two are treated as independent given the image):
 
     sex:  S_sex = log π(s) − log q,   q = P(recorded sex s | image) = p_male or 1 − p_male,
@@ -22,7 +23,8 @@ S ≥ threshold → "mismatch". Thresholds are chosen on validation data so that
 (default 1 %) of correctly labelled exams is flagged, one per mode ("both", "sex", "age"), so an
 answer where one part is skipped (sex 'O', no age) is still calibrated. They live in the model
 card's "mismatch" section (training/mismatch.py writes it). A card without that section gets
-`fallback_from_card`, which needs only numbers the training cards have and bounds the false-alarm rate
+`fallback_from_card`, which needs only numbers the training cards have and bounds the false-alarm
+rate
 from above instead of measuring it:
 
     b0 = metrics.validation.age_mae;  b1 = sqrt(b0² + B²), B = baselines.validation.age_mae (the

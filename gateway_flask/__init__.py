@@ -14,8 +14,9 @@ from gateway_flask.security import init_security
 from gateway_flask.settings import Settings
 
 
-def create_app(settings: Settings | None = None, *,
-               transport: httpx.BaseTransport | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, transport: httpx.BaseTransport | None = None
+) -> Flask:
     """Build the app; `transport` replaces the network for tests of failure paths."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
@@ -26,14 +27,19 @@ def create_app(settings: Settings | None = None, *,
         MAX_FORM_PARTS=settings.max_files * 4 + 16,
     )
     init_security(app)
-    client = ApiClient(settings.api_url, timeout_s=settings.api_timeout_s,
-                       connect_timeout_s=settings.api_connect_timeout_s,
-                       health_timeout_s=settings.health_timeout_s, api_key=settings.api_key,
-                       transport=transport)
+    client = ApiClient(
+        settings.api_url,
+        timeout_s=settings.api_timeout_s,
+        connect_timeout_s=settings.api_connect_timeout_s,
+        health_timeout_s=settings.health_timeout_s,
+        api_key=settings.api_key,
+        transport=transport,
+    )
     app.extensions["api_client"] = client
     app.extensions["gateway_settings"] = settings
-    app.jinja_env.globals.update(max_upload_bytes=settings.max_upload_bytes,
-                                 max_files=settings.max_files)
+    app.jinja_env.globals.update(
+        max_upload_bytes=settings.max_upload_bytes, max_files=settings.max_files
+    )
     register_error_handlers(app, settings.max_upload_bytes, settings.max_files)
 
     from gateway_flask.views import bp  # after the app exists: views import the error types

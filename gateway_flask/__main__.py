@@ -43,10 +43,12 @@ def main() -> None:
         settings = Settings.from_env()
     except SettingsError as exc:
         sys.exit(f"gateway_flask: {exc}")
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger(__name__).info("web app on http://%s:%d, API at %s", settings.host,
-                                     settings.port, settings.api_url)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger(__name__).info(
+        "web app on http://%s:%d, API at %s", settings.host, settings.port, settings.api_url
+    )
     GatewayServer(settings).run()
 
 

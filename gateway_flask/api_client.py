@@ -41,9 +41,16 @@ class ApiUnavailable(Exception):
 class ApiClient:
     """Calls the endpoints of docs/contracts.md; safe to share between threads."""
 
-    def __init__(self, base_url: str, *, timeout_s: float, connect_timeout_s: float,
-                 health_timeout_s: float, api_key: str = "",
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        health_timeout_s: float,
+        api_key: str = "",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._health_timeout = httpx.Timeout(health_timeout_s)
         self._http = httpx.Client(
@@ -69,7 +76,8 @@ class ApiClient:
         return self._request("POST", "/v1/predict/batch", files=files).json()
 
     def verify(self, upload: Upload, fields: dict[str, str]) -> dict[str, Any]:
-        """POST /v1/verify; predicted vs recorded age/sex (fields: expected_sex, expected_age, …)."""
+        """POST /v1/verify; predicted vs recorded age/sex (fields: expected_sex, expected_age,
+        …)."""
         files = {"file": (upload.filename, upload.data, upload.content_type)}
         return self._request("POST", "/v1/verify", files=files, data=fields).json()
 
@@ -99,9 +107,13 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise ApiUnavailable(f"the inference API did not answer in time ({type(exc).__name__})") from exc
+            raise ApiUnavailable(
+                f"the inference API did not answer in time ({type(exc).__name__})"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise ApiUnavailable(f"the inference API is unreachable ({type(exc).__name__})") from exc
+            raise ApiUnavailable(
+                f"the inference API is unreachable ({type(exc).__name__})"
+            ) from exc
         if response.is_success:
             return response
         raise _api_error(response)

@@ -1,4 +1,5 @@
-"""Every failure becomes a friendly page (or JSON under /api/) with a status code; registered once."""
+"""Every failure becomes a friendly page (or JSON under /api/) with a status code; registered
+once."""
 
 from __future__ import annotations
 
@@ -44,28 +45,53 @@ def problem_from_api_error(exc: ApiError) -> Problem:
     """Map an error answer of the API to what the web app says."""
     if exc.status == 429:
         wait = exc.retry_after_s or 1
-        return Problem(429, exc.code, "The service is busy",
-                       f"Too many images are being analysed right now. Please try again in "
-                       f"{wait} second{'s' if wait != 1 else ''}.", wait)
+        return Problem(
+            429,
+            exc.code,
+            "The service is busy",
+            f"Too many images are being analysed right now. Please try again in "
+            f"{wait} second{'s' if wait != 1 else ''}.",
+            wait,
+        )
     if exc.status == 503:
         wait = exc.retry_after_s or NOT_READY_RETRY_S
-        return Problem(503, exc.code, "The model is not ready",
-                       f"The inference service is starting or restarting. Please try again in "
-                       f"{wait} seconds.", wait)
+        return Problem(
+            503,
+            exc.code,
+            "The model is not ready",
+            f"The inference service is starting or restarting. Please try again in {wait} seconds.",
+            wait,
+        )
     if exc.status == 504:
-        return Problem(504, exc.code, "The service took too long",
-                       f"The inference service gave up waiting: {exc.detail}. Please try again.",
-                       NOT_READY_RETRY_S)
+        return Problem(
+            504,
+            exc.code,
+            "The service took too long",
+            f"The inference service gave up waiting: {exc.detail}. Please try again.",
+            NOT_READY_RETRY_S,
+        )
     if exc.status in (401, 403):
-        return Problem(502, exc.code, "The web app is not allowed to use the inference service",
-                       f"The inference service refused this web app's credentials ({exc.status}): "
-                       "check GATEWAY_API_KEY against the API's API_KEYS, or tell the administrator.")
+        return Problem(
+            502,
+            exc.code,
+            "The web app is not allowed to use the inference service",
+            f"The inference service refused this web app's credentials ({exc.status}): "
+            "check GATEWAY_API_KEY against the API's API_KEYS, or tell the administrator.",
+        )
     if 400 <= exc.status < 500:
-        return Problem(exc.status, exc.code, "The upload was refused",
-                       f"The inference service refused the upload: {exc.detail}")
-    return Problem(502, exc.code, "The inference service failed",
-                   f"The inference service failed ({exc.status}): {exc.detail}. Please try again; "
-                   "if it keeps failing, tell the administrator.")
+        return Problem(
+            exc.status,
+            exc.code,
+            "The upload was refused",
+            f"The inference service refused the upload: {exc.detail}",
+        )
+    return Problem(
+        502,
+        exc.code,
+        "The inference service failed",
+        f"The inference service failed ({exc.status}): {exc.detail}. Please try again; "
+        "if it keeps failing, tell the administrator.",
+    )
 
 
 def problem_from_http(exc: HTTPException, max_upload_bytes: int, max_files: int) -> Problem:
@@ -74,13 +100,21 @@ def problem_from_http(exc: HTTPException, max_upload_bytes: int, max_files: int)
     length = request.content_length
     if isinstance(exc, RequestEntityTooLarge) and length is not None and length <= max_upload_bytes:
         # Werkzeug says 413 for too many form parts too; the bytes were within the limit.
-        return Problem(413, "too_many_parts", "Too many files",
-                       f"This upload has too many files or form fields; the limit is {max_files} "
-                       "files per upload.")
+        return Problem(
+            413,
+            "too_many_parts",
+            "Too many files",
+            f"This upload has too many files or form fields; the limit is {max_files} "
+            "files per upload.",
+        )
     if isinstance(exc, RequestEntityTooLarge):
-        return Problem(413, "upload_too_large", "Upload too large",
-                       f"The files you chose are larger than this site accepts in one upload "
-                       f"({_megabytes(max_upload_bytes)}). Upload fewer or smaller files at a time.")
+        return Problem(
+            413,
+            "upload_too_large",
+            "Upload too large",
+            f"The files you chose are larger than this site accepts in one upload "
+            f"({_megabytes(max_upload_bytes)}). Upload fewer or smaller files at a time.",
+        )
     if isinstance(exc, CsrfFailed):
         return Problem(400, "csrf_failed", "Form expired", exc.description or "")
     if isinstance(exc, UploadRejected):
@@ -93,10 +127,14 @@ def render_problem(problem: Problem) -> Response:
     if request.path.startswith("/api/"):
         response = jsonify({"detail": problem.message, "code": problem.code})
     else:
-        response = Response(render_template(
-            "error.html", problem=problem,
-            show_upload=request.endpoint in ("web.index", "web.predict_form") or problem.status == 413,
-        ))
+        response = Response(
+            render_template(
+                "error.html",
+                problem=problem,
+                show_upload=request.endpoint in ("web.index", "web.predict_form")
+                or problem.status == 413,
+            )
+        )
     response.status_code = problem.status
     if problem.retry_after_s:
         response.headers["Retry-After"] = str(problem.retry_after_s)
@@ -109,11 +147,16 @@ def register_error_handlers(app: Flask, max_upload_bytes: int, max_files: int) -
     @app.errorhandler(ApiUnavailable)
     def api_unavailable(exc: ApiUnavailable) -> Response:
         logger.warning("inference API unavailable: %s", exc)
-        return render_problem(Problem(
-            503, "api_unavailable", "The inference service cannot be reached",
-            f"The web page cannot reach the inference service right now. Please try again in "
-            f"{API_DOWN_RETRY_S} seconds; if this keeps happening, tell the administrator.",
-            API_DOWN_RETRY_S))
+        return render_problem(
+            Problem(
+                503,
+                "api_unavailable",
+                "The inference service cannot be reached",
+                f"The web page cannot reach the inference service right now. Please try again in "
+                f"{API_DOWN_RETRY_S} seconds; if this keeps happening, tell the administrator.",
+                API_DOWN_RETRY_S,
+            )
+        )
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
@@ -129,8 +172,14 @@ def register_error_handlers(app: Flask, max_upload_bytes: int, max_files: int) -
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         logger.exception("unexpected error on %s %s", request.method, request.path)
-        return render_problem(Problem(500, "internal_error", "Something went wrong",
-                                      "The web app hit an unexpected error. Please try again."))
+        return render_problem(
+            Problem(
+                500,
+                "internal_error",
+                "Something went wrong",
+                "The web app hit an unexpected error. Please try again.",
+            )
+        )
 
 
 def _drain_body() -> None:

@@ -81,8 +81,11 @@ def present_card(card: Mapping[str, Any]) -> CardView:
         dataset=str(training.get("dataset", "")),
         split=str(training.get("split", "")),
         images=dict(_mapping(training.get("images"))),
-        metrics=metric_rows(_mapping(metrics.get("test")), _mapping(baselines.get("test")),
-                            _mapping(metrics.get("validation"))),
+        metrics=metric_rows(
+            _mapping(metrics.get("test")),
+            _mapping(baselines.get("test")),
+            _mapping(metrics.get("validation")),
+        ),
         frameworks=dict(_mapping(card.get("frameworks"))),
         input_shape=" × ".join("batch" if d is None else str(d) for d in inp.get("shape", [])),
         preprocessing=", ".join(f"{k} {v}" for k, v in pre.items()),
@@ -103,8 +106,12 @@ def trust_facts(card: Mapping[str, Any]) -> list[tuple[str, str]]:
         except ValueError:
             continue
         covers = format_metric(coverage.get(level), "percent")
-        facts.append((f"Age {nominal} interval",
-                      f"± {format_metric(half_width, 'years')}; covers {covers} of test images"))
+        facts.append(
+            (
+                f"Age {nominal} interval",
+                f"± {format_metric(half_width, 'years')}; covers {covers} of test images",
+            )
+        )
     calibration = _mapping(card.get("sex_calibration"))
     before = _mapping(calibration.get("ece_before")).get("test")
     after = _mapping(calibration.get("ece_after")).get("test")
@@ -117,17 +124,24 @@ def trust_facts(card: Mapping[str, Any]) -> list[tuple[str, str]]:
     return facts
 
 
-def metric_rows(test: Mapping[str, Any], baseline: Mapping[str, Any],
-                validation: Mapping[str, Any]) -> list[MetricRow]:
+def metric_rows(
+    test: Mapping[str, Any], baseline: Mapping[str, Any], validation: Mapping[str, Any]
+) -> list[MetricRow]:
     """Known metrics in a fixed order, then any others the card carries."""
     keys = [k for k in METRICS if k in test] + sorted(k for k in test if k not in METRICS)
     rows = []
     for key in keys:
         label, fmt, better = METRICS.get(key, (key.replace("_", " "), "plain", ""))
-        rows.append(MetricRow(label, format_metric(test.get(key), fmt),
-                              format_metric(baseline.get(key), fmt),
-                              format_metric(validation.get(key), fmt), better,
-                              _beats(test.get(key), baseline.get(key), better)))
+        rows.append(
+            MetricRow(
+                label,
+                format_metric(test.get(key), fmt),
+                format_metric(baseline.get(key), fmt),
+                format_metric(validation.get(key), fmt),
+                better,
+                _beats(test.get(key), baseline.get(key), better),
+            )
+        )
     return rows
 
 

@@ -9,8 +9,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-CSV_COLUMNS = ("file", "status", "age_years", "age_90_low", "age_90_high", "sex", "p_male",
-               "warnings", "error_code", "error_message", "model", "model_version")
+CSV_COLUMNS = (
+    "file",
+    "status",
+    "age_years",
+    "age_90_low",
+    "age_90_high",
+    "sex",
+    "p_male",
+    "warnings",
+    "error_code",
+    "error_message",
+    "model",
+    "model_version",
+)
 # Spreadsheet apps execute cells starting with these; client file names must stay plain text.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -53,21 +65,42 @@ def build_rows(filenames: Sequence[str], batch: Mapping[str, Any]) -> list[Row]:
 
 def _row(index: int, filename: str, result: Mapping[str, Any] | None) -> Row:
     if result is None:
-        return Row(index, filename, ok=False, error_code="missing_result",
-                   error_message="the inference API returned no result for this file")
+        return Row(
+            index,
+            filename,
+            ok=False,
+            error_code="missing_result",
+            error_message="the inference API returned no result for this file",
+        )
     if not result.get("ok"):
         error = result.get("error") or {}
-        return Row(index, filename, ok=False, error_status=error.get("status"),
-                   error_code=str(error.get("code") or "error"),
-                   error_message=str(error.get("message") or error.get("detail") or "rejected"))
+        return Row(
+            index,
+            filename,
+            ok=False,
+            error_status=error.get("status"),
+            error_code=str(error.get("code") or "error"),
+            error_message=str(error.get("message") or error.get("detail") or "rejected"),
+        )
     try:
-        return Row(index, filename, ok=True, age_years=float(result["age_years"]),
-                   sex=str(result["sex"]), p_male=float(result["p_male"]),
-                   age_interval_90=_interval(result.get("age_interval_90")),
-                   warnings=_notices(result.get("warnings")))
+        return Row(
+            index,
+            filename,
+            ok=True,
+            age_years=float(result["age_years"]),
+            sex=str(result["sex"]),
+            p_male=float(result["p_male"]),
+            age_interval_90=_interval(result.get("age_interval_90")),
+            warnings=_notices(result.get("warnings")),
+        )
     except (KeyError, TypeError, ValueError):
-        return Row(index, filename, ok=False, error_code="bad_response",
-                   error_message="the inference API's answer for this file was incomplete")
+        return Row(
+            index,
+            filename,
+            ok=False,
+            error_code="bad_response",
+            error_message="the inference API's answer for this file was incomplete",
+        )
 
 
 def _interval(raw: Any) -> tuple[float, float] | None:
@@ -107,19 +140,30 @@ def rows_to_csv(rows: Sequence[Row], model: Mapping[str, Any]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         low, high = r.age_interval_90 or (None, None)
-        writer.writerow([
-            _cell(r.filename), "ok" if r.ok else "error", _num(r.age_years, 1), _num(low, 1),
-            _num(high, 1), r.sex or "", _num(r.p_male, 3),
-            _cell("; ".join(n.code for n in r.warnings)), r.error_code or "",
-            _cell(r.error_message or ""), _cell(str(model.get("name", ""))),
-            _cell(str(model.get("version", ""))),
-        ])
+        writer.writerow(
+            [
+                _cell(r.filename),
+                "ok" if r.ok else "error",
+                _num(r.age_years, 1),
+                _num(low, 1),
+                _num(high, 1),
+                r.sex or "",
+                _num(r.p_male, 3),
+                _cell("; ".join(n.code for n in r.warnings)),
+                r.error_code or "",
+                _cell(r.error_message or ""),
+                _cell(str(model.get("name", ""))),
+                _cell(str(model.get("version", ""))),
+            ]
+        )
     return out.getvalue()
 
 
 def csv_data_uri(text: str) -> str:
     """CSV as a data: URI for a download link, so results need no server-side storage."""
-    return "data:text/csv;charset=utf-8;base64," + base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return "data:text/csv;charset=utf-8;base64," + base64.b64encode(text.encode("utf-8")).decode(
+        "ascii"
+    )
 
 
 def _num(value: float | None, digits: int) -> str:

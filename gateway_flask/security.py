@@ -49,10 +49,16 @@ class CsrfFailed(BadRequest):
 
 
 class InMemoryRequest(Request):
-    """Werkzeug spools uploads over 500 KB to temporary files; patient images must never touch disk."""
+    """Werkzeug spools uploads over 500 KB to temporary files; patient images must never touch
+    disk."""
 
-    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
-                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
         # MAX_CONTENT_LENGTH bounds the whole body, so memory use is bounded too.
         return io.BytesIO()
 
@@ -83,8 +89,14 @@ def set_csrf_cookie(response: Response) -> Response:
         # Double-submit cookie: a cross-site page can neither read it nor (SameSite=Strict) make
         # the browser send it. Needs no server state or shared key, so any gunicorn worker can
         # check a form another worker rendered.
-        response.set_cookie(CSRF_COOKIE, g.csrf_token, httponly=True, samesite="Strict",
-                            secure=request.is_secure, path="/")
+        response.set_cookie(
+            CSRF_COOKIE,
+            g.csrf_token,
+            httponly=True,
+            samesite="Strict",
+            secure=request.is_secure,
+            path="/",
+        )
     return response
 
 

@@ -31,8 +31,14 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Everything the gateway can be configured with; see docs/web.md for the table."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, case_sensitive=False, extra="ignore",
-                                      env_ignore_empty=True, populate_by_name=True, frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        env_ignore_empty=True,
+        populate_by_name=True,
+        frozen=True,
+    )
 
     host: str = Field("0.0.0.0", validation_alias=_env("host"))  # 127.0.0.1 on a laptop
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("port"))

@@ -18,8 +18,10 @@ from gateway_flask.settings import Settings
 logger = logging.getLogger(__name__)
 bp = Blueprint("web", __name__)
 
-NO_IMAGE = ("no image: send multipart field 'file' (one image) or 'files' (several), or the raw "
-            "image as the request body")
+NO_IMAGE = (
+    "no image: send multipart field 'file' (one image) or 'files' (several), or the raw "
+    "image as the request body"
+)
 MAX_FILENAME_CHARS = 255  # longer client names are cut before they reach the API or the page
 PREVIEW_CONCURRENCY = 4
 
@@ -47,10 +49,15 @@ def predict_form() -> str:
     attach_thumbnails(rows, uploads)
     model = batch.get("model") or {}
     # Counts only: client file names may carry patient names.
-    logger.info("form upload: %d files, %d predicted, %d rejected", len(rows),
-                sum(r.ok for r in rows), sum(not r.ok for r in rows))
-    return render_template("results.html", rows=rows, model=model,
-                           csv_uri=csv_data_uri(rows_to_csv(rows, model)))
+    logger.info(
+        "form upload: %d files, %d predicted, %d rejected",
+        len(rows),
+        sum(r.ok for r in rows),
+        sum(not r.ok for r in rows),
+    )
+    return render_template(
+        "results.html", rows=rows, model=model, csv_uri=csv_data_uri(rows_to_csv(rows, model))
+    )
 
 
 @bp.get("/model")
@@ -105,13 +112,18 @@ def read_uploads(files: list[FileStorage]) -> list[Upload]:
     """The chosen files as in-memory uploads; refuse none or too many with a clear message."""
     chosen = [f for f in files if f.filename or f.content_length]
     if not chosen:
-        raise UploadRejected("no file chosen: pick at least one image (PNG, JPEG, TIFF, BMP, WebP or DICOM)")
+        raise UploadRejected(
+            "no file chosen: pick at least one image (PNG, JPEG, TIFF, BMP, WebP or DICOM)"
+        )
     limit = settings().max_files
     if len(chosen) > limit:
         raise UploadRejected(f"{len(chosen)} files chosen; the limit is {limit} per upload")
     return [
-        Upload((f.filename or f"file {i + 1}")[:MAX_FILENAME_CHARS], f.read(),
-               f.mimetype or "application/octet-stream")
+        Upload(
+            (f.filename or f"file {i + 1}")[:MAX_FILENAME_CHARS],
+            f.read(),
+            f.mimetype or "application/octet-stream",
+        )
         for i, f in enumerate(chosen)
     ]
 

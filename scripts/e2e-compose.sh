@@ -75,34 +75,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PASSED=0 FAILED=0
-FAILURES=()
-# check NAME COMMAND…: runs the command, counts it, prints its output only when it fails.
-check() {
-  local name=$1 t0=$SECONDS; shift
-  if "$@" >"$LOGS/check.out" 2>&1; then
-    PASSED=$((PASSED + 1))
-    say "ok    $name ($((SECONDS - t0)) s) — $(tail -1 "$LOGS/check.out" | cut -c1-140)"
-  else
-    FAILED=$((FAILED + 1)); FAILURES+=("$name"); say "FAIL  $name ($((SECONDS - t0)) s)"
-    sed 's/^/        /' "$LOGS/check.out" | tail -25
-  fi
-}
-
-summary() {
-  local failed_names=""
-  [ "$FAILED" = 0 ] || failed_names=" — failed: $(IFS=';'; echo "${FAILURES[*]}")"
-  say "$PASSED passed, $FAILED failed in $SECONDS s$failed_names"
-  [ "$FAILED" = 0 ] && [ "$PASSED" -gt 0 ]
-}
-
-# Stops early (with the summary) when a step everything after it needs has failed.
-require() {
-  if [ "$FAILED" != 0 ]; then
-    compose logs --no-color --tail 60 2>&1 | sed 's/^/        /'
-    summary; exit 1
-  fi
-}
+E2E_CHECK_OUT="$LOGS/check.out"
+# shellcheck source=scripts/e2e-lib.sh
+source "$ROOT/scripts/e2e-lib.sh"
 
 # ---- helpers (HTTP and JSON with the host's python3 standard library only) ----
 cat >"$WORK/e2e_http.py" <<'PY'

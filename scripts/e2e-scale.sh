@@ -72,30 +72,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PASSED=0 FAILED=0
-FAILURES=()
-check() {
-  local name=$1 t0=$SECONDS; shift
-  if "$@" >"$WORK/check.out" 2>&1; then
-    PASSED=$((PASSED + 1))
-    say "ok    $name ($((SECONDS - t0)) s) — $(tail -1 "$WORK/check.out" | cut -c1-160)"
-  else
-    FAILED=$((FAILED + 1)); FAILURES+=("$name"); say "FAIL  $name ($((SECONDS - t0)) s)"
-    sed 's/^/        /' "$WORK/check.out" | tail -25
-  fi
-}
-summary() {
-  local failed_names=""
-  [ "$FAILED" = 0 ] || failed_names=" — failed: $(IFS=';'; echo "${FAILURES[*]}")"
-  say "$PASSED passed, $FAILED failed in $SECONDS s$failed_names"
-  [ "$FAILED" = 0 ] && [ "$PASSED" -gt 0 ]
-}
-require() {
-  if [ "$FAILED" != 0 ]; then
-    compose logs --no-color --tail 40 2>&1 | sed 's/^/        /'
-    summary; exit 1
-  fi
-}
+E2E_CHECK_OUT="$WORK/check.out"
+# shellcheck source=scripts/e2e-lib.sh
+source "$ROOT/scripts/e2e-lib.sh"
 
 # ---- load generator and HAProxy stats reader (host python3, standard library only) ----
 cat >"$WORK/load.py" <<'PY'

@@ -41,6 +41,7 @@ class Case:
 
 # ---------------------------------------------------------------------------- building blocks
 
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -51,8 +52,12 @@ def png_ihdr(width: int, height: int, bit_depth: int = 8, colour: int = 0) -> by
 
 def png_claiming(width: int, height: int, bit_depth: int = 8) -> bytes:
     """A well-formed PNG header declaring any size, followed by one tiny IDAT."""
-    return (PNG_SIGNATURE + png_ihdr(width, height, bit_depth)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + png_chunk(b"IEND", b""))
+    return (
+        PNG_SIGNATURE
+        + png_ihdr(width, height, bit_depth)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def png_bomb(side: int = 40_000) -> bytes:
@@ -64,8 +69,12 @@ def png_bomb(side: int = 40_000) -> bytes:
     row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed 1-bit pixels
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    return (PNG_SIGNATURE + png_ihdr(side, side, bit_depth=1) + png_chunk(b"IDAT", idat)
-            + png_chunk(b"IEND", b""))
+    return (
+        PNG_SIGNATURE
+        + png_ihdr(side, side, bit_depth=1)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
@@ -78,11 +87,20 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 
 def tiff_claiming(width: int, height: int) -> bytes:
     """A little-endian TIFF whose first IFD declares width×height and a few bytes of strip."""
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1),
-               (262, 3, 1, 1), (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1),
-               (278, 4, 1, height), (279, 4, 1, 16)]
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8 + 2 + 12 * 9 + 4),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, 16),
+    ]
     ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHII", tag, kind, count, value) for tag, kind, count, value in entries)
+        struct.pack("<HHII", tag, kind, count, value) for tag, kind, count, value in entries
+    )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + b"\x80" * 16
 
 
@@ -99,8 +117,9 @@ def animated(fmt: str, frames: int = 3) -> bytes:
 
 def j2k_codestream(pixels: np.ndarray) -> bytes:
     """A lossless JPEG 2000 codestream of 16-bit grey pixels (what JPEG 2000 DICOM encapsulates)."""
-    return encode(Image.fromarray(pixels.astype(np.uint16)), "JPEG2000", irreversible=False,
-                  no_jp2=True)
+    return encode(
+        Image.fromarray(pixels.astype(np.uint16)), "JPEG2000", irreversible=False, no_jp2=True
+    )
 
 
 def exif_rotated_jpeg() -> bytes:
@@ -113,6 +132,7 @@ def exif_rotated_jpeg() -> bytes:
 
 # ---------------------------------------------------------------------------- the two sets
 
+
 def hostile_cases() -> list[Case]:
     """Files the API must refuse with a 4xx naming the problem."""
     good_png, good_jpeg = encode(xray(), "PNG"), encode(xray(), "JPEG")
@@ -120,7 +140,9 @@ def hostile_cases() -> list[Case]:
     return [
         Case("empty.png", b"", 415, "empty"),
         Case("text-named.png", b"patient list\nname,age\nJane,54\n", 415, "text"),
-        Case("html-named.png", b"<!DOCTYPE html><html><script>alert(1)</script></html>", 415, "html"),
+        Case(
+            "html-named.png", b"<!DOCTYPE html><html><script>alert(1)</script></html>", 415, "html"
+        ),
         Case("svg-named.png", b'<svg xmlns="http://www.w3.org/2000/svg"/>', 415, "svg"),
         Case("pdf-named.png", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n", 415, "pdf"),
         Case("random-bytes.png", np.random.default_rng(7).bytes(4096), 415, "unknown"),
@@ -141,14 +163,24 @@ def hostile_cases() -> list[Case]:
         Case("animated.png", animated("PNG"), 415, "animated"),
         Case("animated.webp", animated("WEBP"), 415, "animated"),
         Case("no-pixel-data.dcm", dicom(None), 422, "no pixel data"),
-        Case("jpeg2000-junk.dcm", dicom(twelve_bit, syntax=JPEG2000Lossless,
-                                        frame=b"\xff\x4f\xff\x51" + b"\x00" * 60),
-             422, "1.2.840.10008.1.2.4.90) is corrupt"),
-        Case("htj2k-junk.dcm", dicom(twelve_bit, syntax=HTJ2KLossless,
-                                      frame=b"\xff\xd8\xff\xf7" + b"\x00" * 60),
-             415, "1.2.840.10008.1.2.4.201"),
-        Case("rle-junk.dcm", dicom(twelve_bit, syntax=RLELossless, frame=b"\x00" * 64),
-             422, "1.2.840.10008.1.2.5) is corrupt"),
+        Case(
+            "jpeg2000-junk.dcm",
+            dicom(twelve_bit, syntax=JPEG2000Lossless, frame=b"\xff\x4f\xff\x51" + b"\x00" * 60),
+            422,
+            "1.2.840.10008.1.2.4.90) is corrupt",
+        ),
+        Case(
+            "htj2k-junk.dcm",
+            dicom(twelve_bit, syntax=HTJ2KLossless, frame=b"\xff\xd8\xff\xf7" + b"\x00" * 60),
+            415,
+            "1.2.840.10008.1.2.4.201",
+        ),
+        Case(
+            "rle-junk.dcm",
+            dicom(twelve_bit, syntax=RLELossless, frame=b"\x00" * 64),
+            422,
+            "1.2.840.10008.1.2.5) is corrupt",
+        ),
         Case("truncated-pixels.dcm", dicom(twelve_bit, truncate_to=1000), 422, "DICOM"),
         Case("dicm-magic-only.dcm", b"\x00" * 128 + b"DICM" + b"\xff" * 64, 422, "DICOM"),
     ]
@@ -182,8 +214,11 @@ def unusual_cases() -> list[Case]:
         Case("exif-rotated.jpg", exif_rotated_jpeg(), 200),
         Case("monochrome1.dcm", dicom(twelve_bit, photometric="MONOCHROME1"), 200),
         Case("monochrome2-12bit.dcm", dicom(twelve_bit), 200),
-        Case("jpeg2000.dcm", dicom(twelve_bit, syntax=JPEG2000Lossless,
-                                   frame=j2k_codestream(twelve_bit)), 200),
+        Case(
+            "jpeg2000.dcm",
+            dicom(twelve_bit, syntax=JPEG2000Lossless, frame=j2k_codestream(twelve_bit)),
+            200,
+        ),
     ]
 
 
@@ -196,7 +231,9 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / group).mkdir(parents=True, exist_ok=True)
         for case in cases:
             (args.out / group / case.name).write_bytes(case.data)
-            manifest[f"{group}/{case.name}"] = {k: v for k, v in asdict(case).items() if k != "data"}
+            manifest[f"{group}/{case.name}"] = {
+                k: v for k, v in asdict(case).items() if k != "data"
+            }
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     print(f"wrote {len(manifest)} files to {args.out}")
 

@@ -38,8 +38,9 @@ class State(TypedDict):
     lifecycle: Lifecycle
 
 
-def _error(status: int, code: str, detail: str, request: Request,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int, code: str, detail: str, request: Request, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"detail": detail, "code": code}
     if request.url.path.startswith("/v2"):
         body["error"] = detail  # OIP v2 clients (tritonclient) read "error"
@@ -55,16 +56,25 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         try:
-            model = load_model(settings.model_path, settings.card_path,
-                               providers=settings.ort_providers,
-                               intra_op_threads=settings.ort_threads())
+            model = load_model(
+                settings.model_path,
+                settings.card_path,
+                providers=settings.ort_providers,
+                intra_op_threads=settings.ort_threads(),
+            )
             engine = Engine(settings, model, metrics, lifecycle)
         except ModelMismatch as exc:
             logger.error("refusing to start: %s", exc)
             raise
         await engine.start()
-        logger.info("serving %s %s: max_batch_size=%d max_wait_ms=%g max_queue=%d", model.name,
-                    model.version, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
+        logger.info(
+            "serving %s %s: max_batch_size=%d max_wait_ms=%g max_queue=%d",
+            model.name,
+            model.version,
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            settings.max_queue,
+        )
         try:
             yield {"engine": engine, "lifecycle": lifecycle}
         finally:
@@ -73,11 +83,22 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
 
     # With API_KEYS set every route needs a key (a security dependency: OpenAPI documents it),
     # except AUTH_OPEN_PATHS. The docs routes are ordinary routes so the key guards them too.
-    auth = [Depends(ApiKeyAuth(settings.api_keys, settings.auth_open_paths))] \
-        if settings.api_keys else []
-    app = FastAPI(title="Chest X-ray age & sex API", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan, dependencies=auth, docs_url=None, redoc_url=None,
-                  openapi_url=None, redirect_slashes=False)
+    auth = (
+        [Depends(ApiKeyAuth(settings.api_keys, settings.auth_open_paths))]
+        if settings.api_keys
+        else []
+    )
+    app = FastAPI(
+        title="Chest X-ray age & sex API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=auth,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
     app.include_router(routes_verify.router)

@@ -77,10 +77,16 @@ class _Pending:
 class Batcher:
     """Collects items of shape (k, …) into batches of at most `max_batch_size` rows."""
 
-    def __init__(self, compute: ComputeFn, *, max_batch_size: int, max_wait_ms: float,
-                 max_concurrent_batches: int = 1,
-                 observer: BatchObserver | None = None,
-                 nothing_coming: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        compute: ComputeFn,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_concurrent_batches: int = 1,
+        observer: BatchObserver | None = None,
+        nothing_coming: Callable[[], bool] | None = None,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
@@ -106,8 +112,9 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._slots = asyncio.Semaphore(max_concurrent_batches)
-        self._executor = ThreadPoolExecutor(max_concurrent_batches,
-                                            thread_name_prefix="batch-compute")
+        self._executor = ThreadPoolExecutor(
+            max_concurrent_batches, thread_name_prefix="batch-compute"
+        )
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -120,8 +127,9 @@ class Batcher:
         """Start the flush loop on the running event loop."""
         self._runner = asyncio.create_task(self._run(), name="batcher")
 
-    async def submit(self, x: npt.NDArray[np.float32], *, timeout_s: float,
-                     priority: int = 0) -> BatchResult:
+    async def submit(
+        self, x: npt.NDArray[np.float32], *, timeout_s: float, priority: int = 0
+    ) -> BatchResult:
         """Queue k rows (shape (k, …)) and wait for their outputs; raise an ApiError if not."""
         if self._runner is None or self._closing:
             raise ModelNotReady("server is draining or not started; not accepting new work")
@@ -142,9 +150,12 @@ class Batcher:
             raise
         if not done and not item.started and not item.future.done():
             self._observer.rejected("deadline")
-            item.future.set_exception(DeadlineExceeded(
-                f"request waited {timeout_s * 1000:.0f} ms in the queue without being computed "
-                "(REQUEST_TIMEOUT_MS); retry later"))
+            item.future.set_exception(
+                DeadlineExceeded(
+                    f"request waited {timeout_s * 1000:.0f} ms in the queue without being computed "
+                    "(REQUEST_TIMEOUT_MS); retry later"
+                )
+            )
         return await item.future
 
     def _drop(self, item: _Pending) -> None:
@@ -234,9 +245,13 @@ class Batcher:
                 heapq.heappop(self._heap)
                 self._rows -= k
                 self._observer.rejected("deadline")
-                item.future.set_exception(DeadlineExceeded(
-                    f"request waited {(now - item.enqueued) * 1000:.0f} ms in the queue, past its "
-                    "deadline (REQUEST_TIMEOUT_MS); retry later"))
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"request waited {(now - item.enqueued) * 1000:.0f} ms in the queue, past "
+                        f"its "
+                        "deadline (REQUEST_TIMEOUT_MS); retry later"
+                    )
+                )
                 continue
             if batch and rows + k > self.max_batch_size:
                 break
@@ -256,13 +271,18 @@ class Batcher:
         x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
         n = int(x.shape[0])
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, x)
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._compute, x
+            )
             bad = {name: len(v) for name, v in outputs.items() if len(v) != n}
             if bad:
                 raise InferenceFailed(f"model returned {bad} rows for a batch of {n}")
         except Exception as exc:  # noqa: BLE001 - every failure must reach every waiting client
-            message = exc.message if isinstance(exc, ApiError) else (
-                f"inference failed for a batch of {n}: {type(exc).__name__}: {exc}")
+            message = (
+                exc.message
+                if isinstance(exc, ApiError)
+                else (f"inference failed for a batch of {n}: {type(exc).__name__}: {exc}")
+            )
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(InferenceFailed(message))
@@ -277,7 +297,7 @@ class Batcher:
             offset = 0
             for item in batch:
                 k = int(item.x.shape[0])
-                rows = {name: v[offset:offset + k] for name, v in outputs.items()}
+                rows = {name: v[offset : offset + k] for name, v in outputs.items()}
                 offset += k
                 if not item.future.done():
                     item.future.set_result(BatchResult(rows, start - item.enqueued, compute_s, n))

@@ -41,8 +41,9 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 ReadyEngineDep = Annotated[Engine, Depends(get_ready_engine)]
 LifecycleDep = Annotated[Lifecycle | None, Depends(get_lifecycle)]
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                               description="API key (one of API_KEYS)")
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key (one of API_KEYS)"
+)
 _bearer = HTTPBearer(auto_error=False, description="API key as `Authorization: Bearer <key>`")
 
 
@@ -57,10 +58,12 @@ class ApiKeyAuth:
         self.keys = [k.encode() for k in keys]
         self.open_paths = set(open_paths)
 
-    async def __call__(self, request: Request,
-                       api_key: Annotated[str | None, Security(_api_key_header)] = None,
-                       bearer: Annotated[HTTPAuthorizationCredentials | None,
-                                         Security(_bearer)] = None) -> None:
+    async def __call__(
+        self,
+        request: Request,
+        api_key: Annotated[str | None, Security(_api_key_header)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    ) -> None:
         if request.url.path in self.open_paths:
             return
         presented = (api_key or (bearer.credentials if bearer else "") or "").strip().encode()

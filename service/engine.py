@@ -78,29 +78,35 @@ def _ms(seconds: float) -> float:
 class Engine:
     """Everything a route needs to turn uploads into model outputs; one per app."""
 
-    def __init__(self, settings: Settings, model: OnnxModel, metrics: Metrics,
-                 lifecycle: Lifecycle) -> None:
+    def __init__(
+        self, settings: Settings, model: OnnxModel, metrics: Metrics, lifecycle: Lifecycle
+    ) -> None:
         self.settings = settings
         self.model = model
         self.interval: AgeInterval | None = model.card.age_interval
         stats = model.card.input_guard
         self.guard = guard.EmbeddingGuard.of(stats) if stats is not None else None
         if model.params.size % settings.explain_grid:
-            raise ModelMismatch(f"Config 'EXPLAIN_GRID' has value {settings.explain_grid}: it must "
-                                f"divide the model's input size {model.params.size}")
+            raise ModelMismatch(
+                f"Config 'EXPLAIN_GRID' has value {settings.explain_grid}: it must "
+                f"divide the model's input size {model.params.size}"
+            )
         self.metrics = metrics
         self.lifecycle = lifecycle
-        self.batcher = Batcher(model.run, max_batch_size=settings.max_batch_size,
-                               max_wait_ms=settings.max_wait_ms,
-                               max_concurrent_batches=settings.max_concurrent_batches,
-                               observer=metrics,
-                               nothing_coming=(lambda: self._decoding == 0)
-                               if settings.flush_when_idle else None)
+        self.batcher = Batcher(
+            model.run,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_concurrent_batches=settings.max_concurrent_batches,
+            observer=metrics,
+            nothing_coming=(lambda: self._decoding == 0) if settings.flush_when_idle else None,
+        )
         self._decoding = 0  # images being decoded now: the batcher waits for them, not longer
         self._admitted = 0  # images accepted and not yet answered (MAX_QUEUE bounds it)
         self._explaining = 0  # explanations running (EXPLAIN_CONCURRENCY bounds it)
-        self._pool = ThreadPoolExecutor(settings.preprocess_workers(),
-                                        thread_name_prefix="preprocess")
+        self._pool = ThreadPoolExecutor(
+            settings.preprocess_workers(), thread_name_prefix="preprocess"
+        )
         metrics.set_model(model.name, model.version, model.card.sha256)
 
     @property
@@ -134,9 +140,11 @@ class Engine:
         upload, so a flood is refused without the server reading (or the client waiting on) it."""
         if self._admitted > 0 and self._admitted + images > self.settings.max_queue:
             self.metrics.rejected("queue_full")
-            raise Overloaded(f"queue is full ({self._admitted} images in progress, limit "
-                             f"{self.settings.max_queue} (MAX_QUEUE)); retry later",
-                             retry_after_s=self.batcher.retry_after_s())
+            raise Overloaded(
+                f"queue is full ({self._admitted} images in progress, limit "
+                f"{self.settings.max_queue} (MAX_QUEUE)); retry later",
+                retry_after_s=self.batcher.retry_after_s(),
+            )
 
     @contextmanager
     def admit(self, images: int = 1) -> Iterator[float]:
@@ -159,7 +167,8 @@ class Engine:
         self._decoding += 1
         try:
             fmt, x, warnings = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels)
+                self._pool, _preprocess, data, self.model.params, self.settings.max_image_pixels
+            )
         finally:
             self._decoding -= 1
         elapsed = time.perf_counter() - start
@@ -167,19 +176,22 @@ class Engine:
         self.metrics.images.labels(format=fmt).inc()
         return Prepared(x, elapsed, warnings)
 
-    async def infer(self, x: npt.NDArray[np.float32], *, deadline: float,
-                    priority: int = 0) -> BatchResult:
+    async def infer(
+        self, x: npt.NDArray[np.float32], *, deadline: float, priority: int = 0
+    ) -> BatchResult:
         """Rows (k, S, S, 1) through the shared batcher, answered by `deadline` or 504."""
         timeout_s = deadline - time.monotonic()
         if timeout_s <= 0:
             self.metrics.rejected("deadline")
             raise DeadlineExceeded(
                 f"request spent over {self.settings.request_timeout_ms:g} ms before reaching "
-                "the model (REQUEST_TIMEOUT_MS); retry later")
+                "the model (REQUEST_TIMEOUT_MS); retry later"
+            )
         return await self.batcher.submit(x, timeout_s=timeout_s, priority=priority)
 
-    def observe(self, outputs: dict[str, npt.NDArray[Any]], row: int,
-                warnings: Warnings = ()) -> Inference:
+    def observe(
+        self, outputs: dict[str, npt.NDArray[Any]], row: int, warnings: Warnings = ()
+    ) -> Inference:
         """One row's prediction with every warning (image checks + embedding guard), recorded in
         the drift metrics. No timings: the caller adds them."""
         age = float(outputs["age"][row].reshape(-1)[0])
@@ -207,16 +219,26 @@ class Engine:
             result = await self.infer(prep.x[None], deadline=deadline)
         inference = self.observe(result.outputs, 0, prep.warnings)
         self._strict(inference)
-        return Inference(inference.age, inference.p_male, inference.warnings, {
-            "preprocess": _ms(prep.seconds), "queue": _ms(result.queue_s),
-            "inference": _ms(result.compute_s), "total": _ms(time.perf_counter() - start)})
+        return Inference(
+            inference.age,
+            inference.p_male,
+            inference.warnings,
+            {
+                "preprocess": _ms(prep.seconds),
+                "queue": _ms(result.queue_s),
+                "inference": _ms(result.compute_s),
+                "total": _ms(time.perf_counter() - start),
+            },
+        )
 
     async def explain(self, data: bytes) -> Explained:
         """Occlusion sensitivity for one file: grid² + 1 variants as one low-priority batch."""
         if self._explaining >= self.settings.explain_concurrency:
             self.metrics.rejected("explain_busy")
-            raise Overloaded(f"{self._explaining} explanations already running (EXPLAIN_CONCURRENCY="
-                             f"{self.settings.explain_concurrency}); retry later")
+            raise Overloaded(
+                f"{self._explaining} explanations already running (EXPLAIN_CONCURRENCY="
+                f"{self.settings.explain_concurrency}); retry later"
+            )
         grid = self.settings.explain_grid
         start = time.perf_counter()
         self._explaining += 1
@@ -231,27 +253,41 @@ class Engine:
             delta_p = explain.sensitivity(result.outputs["p_male"], grid)
             overlays = await asyncio.gather(
                 loop.run_in_executor(self._pool, explain.overlay_png, prep.x, delta_age),
-                loop.run_in_executor(self._pool, explain.overlay_png, prep.x, delta_p))
+                loop.run_in_executor(self._pool, explain.overlay_png, prep.x, delta_p),
+            )
         finally:
             self._explaining -= 1
         first = {name: value[:1] for name, value in result.outputs.items()}
         inference = self.observe(first, 0, prep.warnings)
         self._strict(inference)  # same rule as /v1/predict
-        timings = {"preprocess": _ms(prep.seconds), "queue": _ms(result.queue_s),
-                   "inference": _ms(result.compute_s), "total": _ms(time.perf_counter() - start)}
-        return Explained(Inference(inference.age, inference.p_male, inference.warnings, timings),
-                         grid, self.model.params.size // grid, delta_age, delta_p,
-                         overlays[0], overlays[1], result.batch_size)
+        timings = {
+            "preprocess": _ms(prep.seconds),
+            "queue": _ms(result.queue_s),
+            "inference": _ms(result.compute_s),
+            "total": _ms(time.perf_counter() - start),
+        }
+        return Explained(
+            Inference(inference.age, inference.p_male, inference.warnings, timings),
+            grid,
+            self.model.params.size // grid,
+            delta_age,
+            delta_p,
+            overlays[0],
+            overlays[1],
+            result.batch_size,
+        )
 
     async def preview_png(self, data: bytes) -> bytes:
         """The cleaned grey image (borders cropped, longer side ≤ 256 px) as PNG."""
         with self.admit(1):  # decoding threads are shared: previews count against MAX_QUEUE too
             return await asyncio.get_running_loop().run_in_executor(
-                self._pool, _preview, data, self.model.params, self.settings.max_image_pixels)
+                self._pool, _preview, data, self.model.params, self.settings.max_image_pixels
+            )
 
 
-def _preprocess(data: bytes, params: imaging.PreprocessParams, max_pixels: int
-                ) -> tuple[str, npt.NDArray[np.float32], Warnings]:
+def _preprocess(
+    data: bytes, params: imaging.PreprocessParams, max_pixels: int
+) -> tuple[str, npt.NDArray[np.float32], Warnings]:
     # one decode serves both the model input and the image-level guard (cxr/guard.py)
     decoded = imaging.decode(data, max_pixels=max_pixels)
     x, warnings = guard.inspect_image(decoded, params)

@@ -28,7 +28,7 @@ def occlusion_batch(x: npt.NDArray[np.float32], grid: int) -> npt.NDArray[np.flo
     batch = np.repeat(x[None], grid * grid + 1, axis=0)
     for r in range(grid):
         for c in range(grid):
-            batch[1 + r * grid + c, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = fill
+            batch[1 + r * grid + c, r * patch : (r + 1) * patch, c * patch : (c + 1) * patch] = fill
     return batch
 
 
@@ -40,13 +40,16 @@ def sensitivity(values: npt.NDArray[np.float32], grid: int) -> npt.NDArray[np.fl
 
 def legend(delta_age: npt.NDArray[np.float64], delta_p: npt.NDArray[np.float64]) -> dict[str, str]:
     """How to read the two overlays, with the size of the strongest colour in each."""
-    how = ("each of the {n}×{n} patches was replaced by the image's mean grey in turn; red = "
-           "hiding it raised {what}, blue = lowered it; the strongest colour is a change of {peak}. "
-           "Colour marks where the prediction depends on the image, not findings")
+    how = (
+        "each of the {n}×{n} patches was replaced by the image's mean grey in turn; red = "
+        "hiding it raised {what}, blue = lowered it; the strongest colour is a change of {peak}. "
+        "Colour marks where the prediction depends on the image, not findings"
+    )
     n = delta_age.shape[0]
     return {
-        "age": how.format(n=n, what="the predicted age",
-                          peak=f"{float(np.abs(delta_age).max()):.2f} years"),
+        "age": how.format(
+            n=n, what="the predicted age", peak=f"{float(np.abs(delta_age).max()):.2f} years"
+        ),
         "p_male": how.format(n=n, what="P(male)", peak=f"{float(np.abs(delta_p).max()):.4f}"),
     }
 
@@ -54,17 +57,18 @@ def legend(delta_age: npt.NDArray[np.float64], delta_p: npt.NDArray[np.float64])
 def overlay_png(gray: npt.NDArray[np.float32], delta: npt.NDArray[np.float64]) -> bytes:
     """Heat map over the preprocessed image: red where occlusion raised the output, blue where it
     lowered it, opacity ∝ |change| relative to the largest change."""
-    base = Image.fromarray(np.clip(gray.reshape(gray.shape[0], gray.shape[1]), 0, 255)
-                           .astype(np.uint8), "L").resize((OVERLAY_SIZE, OVERLAY_SIZE),
-                                                          Image.Resampling.BILINEAR)
+    base = Image.fromarray(
+        np.clip(gray.reshape(gray.shape[0], gray.shape[1]), 0, 255).astype(np.uint8), "L"
+    ).resize((OVERLAY_SIZE, OVERLAY_SIZE), Image.Resampling.BILINEAR)
     peak = float(np.abs(delta).max())
     norm = delta / peak if peak > 0 else np.zeros_like(delta)
     heat = np.zeros((*delta.shape, 4), dtype=np.uint8)
     heat[..., 0] = np.where(norm > 0, 255, 0)
     heat[..., 2] = np.where(norm < 0, 255, 0)
     heat[..., 3] = (np.abs(norm) * 160).astype(np.uint8)
-    layer = Image.fromarray(heat, "RGBA").resize((OVERLAY_SIZE, OVERLAY_SIZE),
-                                                  Image.Resampling.NEAREST)
+    layer = Image.fromarray(heat, "RGBA").resize(
+        (OVERLAY_SIZE, OVERLAY_SIZE), Image.Resampling.NEAREST
+    )
     out = Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
     buf = io.BytesIO()
     out.save(buf, format="PNG")

@@ -17,8 +17,9 @@ def parse_levels(raw: str | None, interval: AgeInterval | None) -> list[str]:
     if raw is None or not raw.strip():
         return []
     if interval is None:
-        raise BadRequest("intervals were requested but this model's card has no age_interval "
-                         "section")
+        raise BadRequest(
+            "intervals were requested but this model's card has no age_interval section"
+        )
     items = [item.strip() for item in raw.split(",") if item.strip()]
     if len(items) > MAX_LEVELS:
         raise BadRequest(f"intervals lists {len(items)} levels; at most {MAX_LEVELS}")
@@ -28,14 +29,17 @@ def parse_levels(raw: str | None, interval: AgeInterval | None) -> list[str]:
         try:
             value = float(item)
         except ValueError:
-            raise BadRequest(f"intervals level {item[:20]!r} is not a number; available: "
-                             f"{', '.join(available)}") from None
+            raise BadRequest(
+                f"intervals level {item[:20]!r} is not a number; available: {', '.join(available)}"
+            ) from None
         if 1 < value <= 100:  # '90' means 90 %
             value /= 100
         key = next((k for k in available if abs(float(k) - value) < 1e-9), None)
         if key is None:
-            raise BadRequest(f"intervals level {item[:20]!r} is not in the model card; "
-                             f"available: {', '.join(available)}")
+            raise BadRequest(
+                f"intervals level {item[:20]!r} is not in the model card; "
+                f"available: {', '.join(available)}"
+            )
         if key not in levels:
             levels.append(key)
     return levels

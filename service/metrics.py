@@ -35,47 +35,88 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_seconds = Histogram(
-            "cxr_request_duration_seconds", "End-to-end HTTP request time.",
-            ["endpoint", "method"], buckets=_LATENCY_BUCKETS, registry=r)
+            "cxr_request_duration_seconds",
+            "End-to-end HTTP request time.",
+            ["endpoint", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.requests = Counter(
-            "cxr_requests_total", "HTTP requests by route template and status code.",
-            ["endpoint", "method", "status"], registry=r)
-        self.in_flight = Gauge("cxr_requests_in_flight", "HTTP requests being handled.",
-                               multiprocess_mode="livesum", registry=r)
+            "cxr_requests_total",
+            "HTTP requests by route template and status code.",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "cxr_requests_in_flight",
+            "HTTP requests being handled.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.rejections = Counter(
-            "cxr_rejections_total", "Requests refused, by reason.", ["reason"], registry=r)
+            "cxr_rejections_total", "Requests refused, by reason.", ["reason"], registry=r
+        )
         self.queue_wait_seconds = Histogram(
-            "cxr_queue_wait_seconds", "Time an item waited in the batcher before compute.",
-            buckets=_LATENCY_BUCKETS, registry=r)
+            "cxr_queue_wait_seconds",
+            "Time an item waited in the batcher before compute.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.preprocess_seconds = Histogram(
-            "cxr_preprocess_duration_seconds", "Decode + clean + resize time per image.",
-            buckets=_LATENCY_BUCKETS, registry=r)
+            "cxr_preprocess_duration_seconds",
+            "Decode + clean + resize time per image.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.compute_seconds = Histogram(
-            "cxr_inference_batch_duration_seconds", "ONNX Runtime time per batch.",
-            buckets=_LATENCY_BUCKETS, registry=r)
+            "cxr_inference_batch_duration_seconds",
+            "ONNX Runtime time per batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "cxr_batch_size", "Rows per ONNX Runtime batch.", buckets=_BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("cxr_queue_depth", "Images waiting in the batcher.",
-                                 multiprocess_mode="livesum", registry=r)
+            "cxr_batch_size", "Rows per ONNX Runtime batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            "cxr_queue_depth",
+            "Images waiting in the batcher.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.model_info = Info("cxr_model", "The model being served.", registry=r)
         self.predicted_age = Histogram(
-            "cxr_predicted_age_years", "Predicted ages (input drift shows here).",
-            buckets=_AGE_BUCKETS, registry=r)
+            "cxr_predicted_age_years",
+            "Predicted ages (input drift shows here).",
+            buckets=_AGE_BUCKETS,
+            registry=r,
+        )
         self.predicted_sex = Counter(
-            "cxr_predicted_sex_total", "Predicted sex labels.", ["sex"], registry=r)
+            "cxr_predicted_sex_total", "Predicted sex labels.", ["sex"], registry=r
+        )
         self.input_warnings = Counter(
-            "cxr_input_warnings_total", "Warnings attached to predictions, by code.", ["code"],
-            registry=r)
+            "cxr_input_warnings_total",
+            "Warnings attached to predictions, by code.",
+            ["code"],
+            registry=r,
+        )
         self.interval_width = Histogram(
-            "cxr_age_interval_width_years", "Width of the 90 % age interval.",
-            buckets=(5, 10, 20, 30, 40, 50, 60, 80), registry=r)
+            "cxr_age_interval_width_years",
+            "Width of the 90 % age interval.",
+            buckets=(5, 10, 20, 30, 40, 50, 60, 80),
+            registry=r,
+        )
         self.images = Counter(
-            "cxr_images_total", "Images preprocessed, by detected format.", ["format"], registry=r)
+            "cxr_images_total", "Images preprocessed, by detected format.", ["format"], registry=r
+        )
         self.verify_checks = Counter(
-            "cxr_verify_checks_total", "Wrong-patient checks (/v1/verify), by decision and mode.",
-            ["decision", "mode"], registry=r)
+            "cxr_verify_checks_total",
+            "Wrong-patient checks (/v1/verify), by decision and mode.",
+            ["decision", "mode"],
+            registry=r,
+        )
         self.verify_flags = Counter(
-            "cxr_verify_flags_total", "Wrong-patient checks that flagged a mismatch.", registry=r)
+            "cxr_verify_flags_total", "Wrong-patient checks that flagged a mismatch.", registry=r
+        )
 
         self._model: dict[str, str] = {}
         self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -109,9 +150,16 @@ class Metrics:
         self.rejections.labels(reason=reason).inc()
 
     def refused(self, status: int) -> None:
-        """Count a request refused for its input, auth or readiness (the batcher counts the rest)."""
-        reason = {401: "unauthorized", 503: "not_ready", 400: "bad_input", 413: "bad_input",
-                  415: "bad_input", 422: "bad_input"}.get(status)
+        """Count a request refused for its input, auth or readiness (the batcher counts the
+        rest)."""
+        reason = {
+            401: "unauthorized",
+            503: "not_ready",
+            400: "bad_input",
+            413: "bad_input",
+            415: "bad_input",
+            422: "bad_input",
+        }.get(status)
         if reason:
             self.rejections.labels(reason=reason).inc()
 

@@ -17,8 +17,13 @@ from cxr.runtime import session_options
 
 logger = logging.getLogger(__name__)
 
-ORT_TO_NUMPY = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(double)": "float64",
-                 "tensor(int64)": "int64", "tensor(float16)": "float16"}
+ORT_TO_NUMPY = {
+    "tensor(float)": "float32",
+    "tensor(uint8)": "uint8",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(float16)": "float16",
+}
 
 
 class ModelMismatch(RuntimeError):
@@ -31,7 +36,9 @@ def choose_providers(requested: list[str]) -> list[str]:
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
-            raise ModelMismatch(f"ORT_PROVIDERS {missing} not available; this build has {available}")
+            raise ModelMismatch(
+                f"ORT_PROVIDERS {missing} not available; this build has {available}"
+            )
         return requested
     preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return [p for p in preferred if p in available] or available
@@ -41,7 +48,9 @@ def _check_input(card: ModelCard, session: ort.InferenceSession) -> None:
     spec = card.input
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise ModelMismatch(f"model has {len(inputs)} inputs {[i.name for i in inputs]}; expected 1")
+        raise ModelMismatch(
+            f"model has {len(inputs)} inputs {[i.name for i in inputs]}; expected 1"
+        )
     actual = inputs[0]
     if actual.name != spec.name:
         raise ModelMismatch(f"model input is named {actual.name!r}; card says {spec.name!r}")
@@ -64,7 +73,8 @@ def _check_input(card: ModelCard, session: ort.InferenceSession) -> None:
 
 @dataclass
 class OnnxModel:
-    """An ORT session verified against its card; `run` maps a float32 NHWC batch to named outputs."""
+    """An ORT session verified against its card; `run` maps a float32 NHWC batch to named
+    outputs."""
 
     session: ort.InferenceSession
     card: ModelCard
@@ -90,8 +100,13 @@ class OnnxModel:
         return dict(zip(self.output_names, values, strict=True))
 
 
-def load_model(model_path: Path, card_path: Path, *, providers: list[str] | None = None,
-               intra_op_threads: int = 0) -> OnnxModel:
+def load_model(
+    model_path: Path,
+    card_path: Path,
+    *,
+    providers: list[str] | None = None,
+    intra_op_threads: int = 0,
+) -> OnnxModel:
     """Open model.onnx, check it against model.json (sha256, input spec, outputs) or raise."""
     try:
         card = load_card(card_path)
@@ -108,15 +123,27 @@ def load_model(model_path: Path, card_path: Path, *, providers: list[str] | None
     params = card.params
     chosen = choose_providers(providers or [])
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),
-                                       providers=chosen)
+        session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(intra_op_threads), providers=chosen
+        )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
         raise ModelMismatch(f"ONNX Runtime could not load {model_path}: {exc}") from None
     _check_input(card, session)
     outputs = [o.name for o in session.get_outputs()]
-    model = OnnxModel(session=session, card=card, params=params,
-                      input_name=session.get_inputs()[0].name, output_names=outputs)
-    logger.info("model %s %s loaded; providers %s; input %s %s; outputs %s", model.name,
-                model.version, session.get_providers(), model.input_name,
-                [None, *model.input_shape], outputs)
+    model = OnnxModel(
+        session=session,
+        card=card,
+        params=params,
+        input_name=session.get_inputs()[0].name,
+        output_names=outputs,
+    )
+    logger.info(
+        "model %s %s loaded; providers %s; input %s %s; outputs %s",
+        model.name,
+        model.version,
+        session.get_providers(),
+        model.input_name,
+        [None, *model.input_shape],
+        outputs,
+    )
     return model

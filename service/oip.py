@@ -16,8 +16,16 @@ import numpy.typing as npt
 from service.errors import BadRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-NUMPY_TO_OIP = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "uint8": "UINT8",
-                "int8": "INT8", "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
+NUMPY_TO_OIP = {
+    "float32": "FP32",
+    "float64": "FP64",
+    "float16": "FP16",
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "int32": "INT32",
+    "int64": "INT64",
+    "bool": "BOOL",
+}
 OIP_TO_NUMPY = {v: k for k, v in NUMPY_TO_OIP.items()}
 
 
@@ -54,7 +62,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}; body has {len(body)} bytes")
-        head, binary = body[:int(header_length)], memoryview(body)[int(header_length):]
+        head, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
     else:
         head, binary = body, memoryview(b"")
     try:
@@ -73,13 +81,19 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise BadRequest(f"binary section has {len(binary)} bytes but inputs use {offset}")
     params = _params(req, "request")
     outputs = req.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)):
+    if outputs is not None and (
+        not isinstance(outputs, list)
+        or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
+    ):
         raise BadRequest("'outputs' must be a list of objects with a string 'name'")
     for o in outputs or []:
         _params(o, f"output {o['name']!r}")
-    return InferRequest(id=req.get("id"), inputs=inputs, outputs=outputs,
-                        binary_output=bool(params.get("binary_data_output", False)))
+    return InferRequest(
+        id=req.get("id"),
+        inputs=inputs,
+        outputs=outputs,
+        binary_output=bool(params.get("binary_data_output", False)),
+    )
 
 
 def _parse_input(raw: Any, binary: memoryview) -> tuple[InferInput, int]:
@@ -93,8 +107,9 @@ def _parse_input(raw: Any, binary: memoryview) -> tuple[InferInput, int]:
     size = math.prod(shape)  # exact: numpy's product would overflow on hostile shapes
     binary_size = _params(raw, f"input {name!r}").get("binary_data_size")
     item = InferInput(name, datatype, shape)
-    if binary_size is not None and (not isinstance(binary_size, int) or binary_size < 0
-                                    or binary_size > len(binary)):
+    if binary_size is not None and (
+        not isinstance(binary_size, int) or binary_size < 0 or binary_size > len(binary)
+    ):
         raise BadRequest(f"input {name!r} binary_data_size {binary_size!r} exceeds the body")
     if datatype == "BYTES":
         if binary_size is not None:
@@ -102,7 +117,9 @@ def _parse_input(raw: Any, binary: memoryview) -> tuple[InferInput, int]:
         else:
             item.items = _base64_items(raw.get("data"), name)
         if len(item.items) != size:
-            raise BadRequest(f"input {name!r} has {len(item.items)} elements; shape {shape} needs {size}")
+            raise BadRequest(
+                f"input {name!r} has {len(item.items)} elements; shape {shape} needs {size}"
+            )
         return item, binary_size or 0
     dtype = OIP_TO_NUMPY.get(datatype)
     if dtype is None:
@@ -110,8 +127,9 @@ def _parse_input(raw: Any, binary: memoryview) -> tuple[InferInput, int]:
     if binary_size is not None:
         expected = size * np.dtype(dtype).itemsize
         if binary_size != expected:
-            raise BadRequest(f"input {name!r} has {binary_size} bytes; {datatype} shape {shape} "
-                             f"needs {expected}")
+            raise BadRequest(
+                f"input {name!r} has {binary_size} bytes; {datatype} shape {shape} needs {expected}"
+            )
         item.array = np.frombuffer(binary[:binary_size], dtype=np.dtype(dtype).newbyteorder("<"))
         item.array = item.array.reshape(shape)
         return item, binary_size
@@ -134,7 +152,7 @@ def _split_bytes(blob: bytes, name: str) -> list[bytes]:
         (n,) = struct.unpack_from("<I", blob, pos)
         if pos + 4 + n > len(blob):
             raise BadRequest(f"input {name!r}: BYTES element of {n} bytes overruns the body")
-        items.append(blob[pos + 4:pos + 4 + n])
+        items.append(blob[pos + 4 : pos + 4 + n])
         pos += 4 + n
     return items
 
@@ -153,14 +171,22 @@ def _base64_items(data: Any, name: str) -> list[bytes]:
     return out
 
 
-def encode_response(model_name: str, model_version: str, request_id: str | None,
-                    outputs: dict[str, npt.NDArray[Any]], binary: set[str]) -> tuple[bytes, int | None]:
+def encode_response(
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: dict[str, npt.NDArray[Any]],
+    binary: set[str],
+) -> tuple[bytes, int | None]:
     """Response body and, when any output is binary, the JSON header's length."""
     tensors, blobs = [], []
     for name, value in outputs.items():
         arr = np.ascontiguousarray(value)
-        tensor: dict[str, Any] = {"name": name, "datatype": NUMPY_TO_OIP.get(str(arr.dtype), "FP32"),
-                                  "shape": list(arr.shape)}
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": NUMPY_TO_OIP.get(str(arr.dtype), "FP32"),
+            "shape": list(arr.shape),
+        }
         if name in binary:
             raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
@@ -168,7 +194,11 @@ def encode_response(model_name: str, model_version: str, request_id: str | None,
         else:
             tensor["data"] = arr.reshape(-1).tolist()
         tensors.append(tensor)
-    body: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": tensors}
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": tensors,
+    }
     if request_id is not None:
         body["id"] = request_id
     head = json.dumps(body, separators=(",", ":")).encode()

@@ -19,8 +19,9 @@ INTERVAL_OUTPUT = "age_interval_90"
 DISTANCE_OUTPUT = "input_guard_distance"
 
 
-def trust_outputs(interval: AgeInterval | None, guard: EmbeddingGuard | None,
-                  outputs: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[np.float32]]:
+def trust_outputs(
+    interval: AgeInterval | None, guard: EmbeddingGuard | None, outputs: dict[str, npt.NDArray[Any]]
+) -> dict[str, npt.NDArray[np.float32]]:
     """The extra tensors this card supports, computed from one batch of model outputs."""
     extra: dict[str, npt.NDArray[np.float32]] = {}
     bounds = interval.bounds(outputs["age"]) if interval and "age" in outputs else None
@@ -28,13 +29,15 @@ def trust_outputs(interval: AgeInterval | None, guard: EmbeddingGuard | None,
         extra[INTERVAL_OUTPUT] = bounds.astype(np.float32)
     if guard is not None and guard.output in outputs:
         rows = outputs[guard.output]
-        extra[DISTANCE_OUTPUT] = np.array([[guard.distance(e)] for e in rows], np.float32
-                                          ).reshape(len(rows), 1)
+        extra[DISTANCE_OUTPUT] = np.array([[guard.distance(e)] for e in rows], np.float32).reshape(
+            len(rows), 1
+        )
     return extra
 
 
-def trust_output_metadata(interval: AgeInterval | None, guard: EmbeddingGuard | None,
-                          model_outputs: list[str]) -> list[dict[str, Any]]:
+def trust_output_metadata(
+    interval: AgeInterval | None, guard: EmbeddingGuard | None, model_outputs: list[str]
+) -> list[dict[str, Any]]:
     """Model-metadata entries for the tensors trust_outputs will add."""
     meta = []
     if interval is not None and "0.9" in interval.quantiles and "age" in model_outputs:

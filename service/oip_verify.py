@@ -4,7 +4,8 @@ Inputs (both optional, FP32 [N, 1] or [N], one row per image; -1 or NaN = not re
 JSON has no NaN): `expected_male` (1 = male, 0 = female) and `expected_age` (years, 0–120). When
 either is sent, the answer adds `mismatch_checked` UINT8 [N, 1] (1 = something was compared),
 `mismatch_score` and `mismatch_threshold` FP32 [N, 1] (the row's mode; 0 where not checked) and
-`mismatch` UINT8 [N, 1] (1 = flagged). The maths and the card section are cxr/verify.py's, as for /v1/verify.
+`mismatch` UINT8 [N, 1] (1 = flagged). The maths and the card section are cxr/verify.py's, as
+for /v1/verify.
 """
 
 from __future__ import annotations

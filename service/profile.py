@@ -35,6 +35,7 @@ class Body:
     content_type: str
     headers: tuple[tuple[str, str], ...] = ()
 
+
 CHUNK = 65536  # what the event loop hands uvicorn per read, at most
 
 
@@ -277,8 +278,11 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     """Profile one upload; print the stage table as JSON on stdout."""
-    p = argparse.ArgumentParser(prog="python -m service.profile", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m service.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model-dir", type=Path, default=Path("models"))
     p.add_argument("--png", type=Path, required=True, help="the image, as a raw upload")
     p.add_argument("--body", type=Path, required=True, help="the same image as a request body")

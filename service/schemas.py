@@ -31,21 +31,37 @@ class InputWarning(BaseModel):
 class Prediction(BaseModel):
     """Predicted age and sex for one image."""
 
-    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [{
-        "age_years": 54.2, "sex": "male", "p_male": 0.83, "age_interval_90": [35.6, 72.8],
-        "model": {"name": "cxr-age-sex", "version": "1.0.0"},
-        "timings_ms": {"preprocess": 3.1, "queue": 0.4, "inference": 1.2, "total": 5.0},
-        "warnings": []}]})
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "age_years": 54.2,
+                    "sex": "male",
+                    "p_male": 0.83,
+                    "age_interval_90": [35.6, 72.8],
+                    "model": {"name": "cxr-age-sex", "version": "1.0.0"},
+                    "timings_ms": {"preprocess": 3.1, "queue": 0.4, "inference": 1.2, "total": 5.0},
+                    "warnings": [],
+                }
+            ]
+        },
+    )
 
     age_years: float = Field(description="Predicted age in years.")
     sex: Literal["female", "male"] = Field(description="'male' when p_male ≥ 0.5.")
     p_male: float = Field(ge=0, le=1, description="Probability the patient is male.")
     age_interval_90: list[float] | None = Field(
-        None, min_length=2, max_length=2,
-        description="[low, high] years: 90 % split-conformal interval (when the card has one).")
+        None,
+        min_length=2,
+        max_length=2,
+        description="[low, high] years: 90 % split-conformal interval (when the card has one).",
+    )
     age_intervals: dict[str, list[float]] | None = Field(
-        None, description="{level: [low, high]} for the levels asked for with `?intervals=`.",
-        examples=[{"0.8": [41.0, 67.4], "0.95": [30.1, 78.3]}])
+        None,
+        description="{level: [low, high]} for the levels asked for with `?intervals=`.",
+        examples=[{"0.8": [41.0, 67.4], "0.95": [30.1, 78.3]}],
+    )
     model: ModelRef
     timings_ms: Timings
     warnings: list[InputWarning] = []
@@ -66,14 +82,19 @@ class Explanation(BaseModel):
     grid: int = Field(description="patches per side", examples=[8])
     patch_px: int = Field(description="patch side in model-input pixels", examples=[8])
     delta_age: list[list[float]] = Field(
-        description="grid×grid: predicted age with the patch greyed out minus the original (years)")
+        description="grid×grid: predicted age with the patch greyed out minus the original (years)"
+    )
     delta_p_male: list[list[float]] = Field(description="grid×grid: change of P(male)")
-    overlay_age_png: str = Field(description="base64 PNG: red = occlusion raised age, blue = lowered")
+    overlay_age_png: str = Field(
+        description="base64 PNG: red = occlusion raised age, blue = lowered"
+    )
     overlay_p_male_png: str = Field(description="base64 PNG, same for P(male)")
     legend: dict[str, str] = Field(description="how to read each overlay (keys age, p_male)")
-    batch_size: int = Field(description="rows of the ONNX Runtime batch that computed this "
-                                        "(grid² + 1, plus any requests that shared it)",
-                            examples=[65])
+    batch_size: int = Field(
+        description="rows of the ONNX Runtime batch that computed this "
+        "(grid² + 1, plus any requests that shared it)",
+        examples=[65],
+    )
     timings_ms: Timings
 
 
@@ -102,16 +123,46 @@ class BatchItem(BaseModel):
 
 
 class BatchResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [{
-        "model": {"name": "cxr-age-sex", "version": "1.0.0"},
-        "results": [
-            {"index": 0, "filename": "a.png", "ok": True, "age_years": 61.0, "sex": "female",
-             "p_male": 0.12, "timings_ms": {"preprocess": 3.0, "queue": 0.5, "inference": 1.4,
-                                            "total": 5.2}, "warnings": []},
-            {"index": 1, "filename": "b.pdf", "ok": False, "error": {
-                "status": 415, "code": "unsupported_media_type",
-                "message": "not a supported image (found pdf); send PNG, JPEG, TIFF, BMP, WebP or DICOM"}},
-        ]}]})
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": {"name": "cxr-age-sex", "version": "1.0.0"},
+                    "results": [
+                        {
+                            "index": 0,
+                            "filename": "a.png",
+                            "ok": True,
+                            "age_years": 61.0,
+                            "sex": "female",
+                            "p_male": 0.12,
+                            "timings_ms": {
+                                "preprocess": 3.0,
+                                "queue": 0.5,
+                                "inference": 1.4,
+                                "total": 5.2,
+                            },
+                            "warnings": [],
+                        },
+                        {
+                            "index": 1,
+                            "filename": "b.pdf",
+                            "ok": False,
+                            "error": {
+                                "status": 415,
+                                "code": "unsupported_media_type",
+                                "message": (
+                                    "not a supported image (found pdf); send PNG, JPEG, TIFF, "
+                                    "BMP, WebP or DICOM"
+                                ),
+                            },
+                        },
+                    ],
+                }
+            ]
+        },
+    )
 
     model: ModelRef
     results: list[BatchItem]
@@ -134,17 +185,47 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary",
-                 "description": "PNG, JPEG, TIFF, BMP, WebP or DICOM"}}}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "application/dicom": {"schema": {"type": "string", "format": "binary"}},
-}}}
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "PNG, JPEG, TIFF, BMP, WebP or DICOM",
+                        }
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
-BATCH_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                  "description": "up to MAX_BATCH_FILES images; results keep this order"}}}},
-}}}
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "up to MAX_BATCH_FILES images; results keep this order",
+                        }
+                    },
+                }
+            },
+        },
+    }
+}

@@ -20,8 +20,9 @@ class ConfigError(ValueError):
 class Settings(BaseSettings):
     """Every knob of the inference API; each field is read from the upper-case env variable."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
-                                      protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", protected_namespaces=()
+    )
 
     host: str = "0.0.0.0"  # containers need every interface; set 127.0.0.1 for a laptop
     port: int = Field(8000, ge=0, le=65535)
@@ -48,8 +49,13 @@ class Settings(BaseSettings):
     strict_input_guard: bool = False  # True: a flagged input is refused (422), not just warned
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     api_keys: Annotated[list[str], NoDecode] = []  # empty = no authentication (local demo)
-    auth_open_paths: Annotated[list[str], NoDecode] = ["/healthz", "/readyz", "/metrics",
-                                                       "/v2/health/live", "/v2/health/ready"]
+    auth_open_paths: Annotated[list[str], NoDecode] = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+    ]
 
     @field_validator("ort_providers", "api_keys", "auth_open_paths", mode="before")
     @classmethod

@@ -37,17 +37,22 @@ def _mb(n: int) -> str:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes `limit` (Content-Length checked first)."""
+    """The raw body, refused with 413 as soon as it passes `limit` (Content-Length checked
+    first)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ImageTooLarge(f"upload is {_mb(int(declared))}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)")
+        raise ImageTooLarge(
+            f"upload is {_mb(int(declared))}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)"
+        )
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ImageTooLarge(f"upload is over {_mb(limit)}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)")
+                raise ImageTooLarge(
+                    f"upload is over {_mb(limit)}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)"
+                )
             if chunk:
                 chunks.append(chunk)
     except ClientDisconnect:
@@ -56,7 +61,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class _PartCollector:
-    """python-multipart callbacks that keep parts in memory, dropping bytes past the per-file limit."""
+    """python-multipart callbacks that keep parts in memory, dropping bytes past the per-file
+    limit."""
 
     def __init__(self, per_file_limit: int, max_files: int, max_files_name: str) -> None:
         self.parts: list[Upload] = []
@@ -87,13 +93,16 @@ class _PartCollector:
             raise BadRequest("a multipart part has no name in its Content-Disposition header")
         filename = options.get(b"filename")
         if len(self.parts) >= self._max_files:
-            raise TooManyFiles(f"more than {self._max_files} parts in one request; limit is "
-                               f"{self._max_files} ({self._max_files_name})")
+            raise TooManyFiles(
+                f"more than {self._max_files} parts in one request; limit is "
+                f"{self._max_files} ({self._max_files_name})"
+            )
         content_type = self._headers.get(b"content-type")
         self._current = Upload(
             field=options[b"name"].decode("utf-8", "replace"),
-            filename=None if filename is None else
-            filename.decode("utf-8", "replace")[:MAX_FILENAME_CHARS],
+            filename=None
+            if filename is None
+            else filename.decode("utf-8", "replace")[:MAX_FILENAME_CHARS],
             content_type=None if content_type is None else content_type.decode("latin-1"),
         )
         self.parts.append(self._current)
@@ -103,8 +112,9 @@ class _PartCollector:
         assert part is not None
         part.size += end - start
         if part.size <= self._per_file_limit:
-            part.chunks.append(data if start == 0 and end == len(data)
-                               else memoryview(data)[start:end])
+            part.chunks.append(
+                data if start == 0 and end == len(data) else memoryview(data)[start:end]
+            )
         elif part.chunks:
             part.chunks.clear()  # over the limit: keep counting, stop holding
 
@@ -119,9 +129,15 @@ class _PartCollector:
         self._current = None
 
 
-async def read_multipart(request: Request, *, per_file_limit: int, total_limit: int,
-                         max_parts: int, limit_name: str = "MAX_UPLOAD_BYTES",
-                         parts_name: str = "parts per upload") -> list[Upload]:
+async def read_multipart(
+    request: Request,
+    *,
+    per_file_limit: int,
+    total_limit: int,
+    max_parts: int,
+    limit_name: str = "MAX_UPLOAD_BYTES",
+    parts_name: str = "parts per upload",
+) -> list[Upload]:
     """Parse a multipart/form-data body in memory; 413 past `total_limit` or `max_parts`, 400
     when malformed. `limit_name` / `parts_name` name the settings in the messages."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
@@ -131,11 +147,21 @@ async def read_multipart(request: Request, *, per_file_limit: int, total_limit: 
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > total_limit:
         raise ImageTooLarge(
-            f"request body is {_mb(int(declared))}; limit is {_mb(total_limit)} ({limit_name})")
+            f"request body is {_mb(int(declared))}; limit is {_mb(total_limit)} ({limit_name})"
+        )
     collector = _PartCollector(per_file_limit, max_parts, parts_name)
-    callbacks = {name: getattr(collector, name) for name in (
-        "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
-        "on_header_end", "on_headers_finished")}
+    callbacks = {
+        name: getattr(collector, name)
+        for name in (
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+        )
+    }
     parser = python_multipart.MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     received = 0
     try:
@@ -143,7 +169,9 @@ async def read_multipart(request: Request, *, per_file_limit: int, total_limit: 
             received += len(chunk)
             if received > total_limit:
                 raise ImageTooLarge(
-                    f"request body is over {_mb(total_limit)}; limit is {_mb(total_limit)} ({limit_name})")
+                    f"request body is over {_mb(total_limit)}; limit is {_mb(total_limit)} "
+                    f"({limit_name})"
+                )
             parser.write(chunk)
         parser.finalize()
     except FormParserError as exc:

@@ -49,3 +49,19 @@ def serve() -> Iterator[Callable[[Settings], RunningServer]]:
     for server in servers:
         with contextlib.suppress(Exception):
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium through Playwright (skips when either is missing)."""
+    from tests.support.browser import CHROMIUM, require_playwright
+
+    sync_api = require_playwright()
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        yield chromium
+        chromium.close()

@@ -38,16 +38,19 @@ def test_card_json_keeps_number_lists_on_one_line() -> None:
     assert '"shape": [null, ' in text and "\n" not in re.search(r'"mean": \[[^\]]*\]', text)[0]
 
 
-@pytest.mark.parametrize(("change", "needle"), [
-    (lambda c: c.pop("sha256"), "'sha256' — Field required"),
-    (lambda c: c["input"].pop("shape"), "'input.shape' — Field required"),
-    (lambda c: c["preprocessing"].update(size="big"), "'preprocessing.size'"),
-    (lambda c: c["preprocessing"].update(id="other-pipeline-v9"), "'preprocessing.id'"),
-    (lambda c: c.update(outputs={"age": 1}), "'outputs'"),
-    (lambda c: c["age_interval"]["quantiles"].update({"90": 20.0}), "'age_interval.quantiles'"),
-    (lambda c: c["input_guard"].update(inv_cov=[[1.0]]), "inv_cov is 1×1; mean has"),
-    (lambda c: c.update(version=3), "'version' — Input should be a valid string (got 3)"),
-])
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda c: c.pop("sha256"), "'sha256' — Field required"),
+        (lambda c: c["input"].pop("shape"), "'input.shape' — Field required"),
+        (lambda c: c["preprocessing"].update(size="big"), "'preprocessing.size'"),
+        (lambda c: c["preprocessing"].update(id="other-pipeline-v9"), "'preprocessing.id'"),
+        (lambda c: c.update(outputs={"age": 1}), "'outputs'"),
+        (lambda c: c["age_interval"]["quantiles"].update({"90": 20.0}), "'age_interval.quantiles'"),
+        (lambda c: c["input_guard"].update(inv_cov=[[1.0]]), "inv_cov is 1×1; mean has"),
+        (lambda c: c.update(version=3), "'version' — Input should be a valid string (got 3)"),
+    ],
+)
 def test_bad_card_refused_naming_the_key(tmp_path: Path, change, needle: str) -> None:
     data = json.loads(COMMITTED.read_text())
     change(data)
@@ -96,26 +99,35 @@ def test_preprocessing_converts_both_ways() -> None:
 
 def test_card_module_needs_only_pydantic() -> None:
     """The web app reads the card without numpy, Pillow or pydicom in its image."""
-    code = ("import sys, cxr.card; print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'numpy', 'PIL', 'pydicom', 'onnxruntime'}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, cxr.card; print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'numpy', 'PIL', 'pydicom', 'onnxruntime'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
 def test_core_imports_no_web_framework_and_no_tensorflow() -> None:
-    code = ("import sys, cxr, cxr.imaging, cxr.errors, cxr.card, cxr.guard; "
-            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'starlette', "
-            "'flask', 'tensorflow', 'keras', 'service', 'training', 'gateway_flask', 'uvicorn'}); "
-            "print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, cxr, cxr.imaging, cxr.errors, cxr.card, cxr.guard; "
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'starlette', "
+        "'flask', 'tensorflow', 'keras', 'service', 'training', 'gateway_flask', 'uvicorn'}); "
+        "print(bad)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
 def test_nothing_imports_the_service_but_the_service() -> None:
     pattern = re.compile(r"^\s*(from service\b|import service\b)", re.MULTILINE)
-    found = [str(p.relative_to(ROOT)) for folder in ("cxr", "training", "gateway_flask",
-                                                     "benchmarks", "integrations")
-             for p in (ROOT / folder).rglob("*.py") if pattern.search(p.read_text())]
+    found = [
+        str(p.relative_to(ROOT))
+        for folder in ("cxr", "training", "gateway_flask", "benchmarks", "integrations")
+        for p in (ROOT / folder).rglob("*.py")
+        if pattern.search(p.read_text())
+    ]
     assert found == []

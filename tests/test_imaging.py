@@ -42,10 +42,14 @@ def stretched(a: np.ndarray) -> np.ndarray:
 
 # --- decoders -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
 def test_png_modes_decode_to_the_same_grey(phantom, mode):
-    gray = decode_image(phantom_png(phantom, mode) if mode != "LA" else
-                        encode(Image.fromarray(phantom.image, "L").convert("LA"), "PNG"))
+    gray = decode_image(
+        phantom_png(phantom, mode)
+        if mode != "LA"
+        else encode(Image.fromarray(phantom.image, "L").convert("LA"), "PNG")
+    )
     assert gray.dtype == np.uint8 and gray.shape == phantom.image.shape
     assert np.array_equal(gray, phantom.image)
 
@@ -145,8 +149,17 @@ def test_dicom_compressed_without_decoder_is_a_clear_415(phantom):
 
 # --- bad input -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("data,found", [(b"%PDF-1.7 ...", "PDF"), (b"", "empty"), (b"GIF89a" + b"\0" * 40, "gif"),
-                                        (b"<!DOCTYPE html><html>", "html"), (b"hello, world", "text")])
+
+@pytest.mark.parametrize(
+    "data,found",
+    [
+        (b"%PDF-1.7 ...", "PDF"),
+        (b"", "empty"),
+        (b"GIF89a" + b"\0" * 40, "gif"),
+        (b"<!DOCTYPE html><html>", "html"),
+        (b"hello, world", "text"),
+    ],
+)
 def test_not_an_image_is_unsupported(data, found):
     with pytest.raises(UnsupportedMediaType) as err:
         decode_image(data)
@@ -170,6 +183,7 @@ def test_pixel_bomb_rejected_from_header():
 
 
 # --- crop, letterbox, determinism, parity ----------------------------------------------------
+
 
 def test_crop_borders_removes_black_padding():
     img = np.zeros((100, 160), np.uint8)
@@ -219,5 +233,7 @@ def test_training_and_serving_build_identical_tensors(tmp_path, kind):
     path.write_bytes(data)
     params = PreprocessParams(size=64)
     served = preprocess_bytes(data, params)  # what service/ does with the upload
-    trained = load_image(Record(path, sample.age, sample.male), params)  # what training/ feeds Keras
+    trained = load_image(
+        Record(path, sample.age, sample.male), params
+    )  # what training/ feeds Keras
     assert np.array_equal(served[:, :, 0], trained.astype(np.float32))

@@ -33,7 +33,9 @@ def top_level(name: str) -> dict[str, str]:
 
 def locked(name: str) -> dict[str, str]:
     text = (REQ / f"{name}.lock").read_text()
-    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 1)[1] if text.startswith("#") else text)
+    entries = re.split(
+        r"\n(?=[A-Za-z0-9])", text.split("\n", 1)[1] if text.startswith("#") else text
+    )
     pins = {}
     for entry in entries:
         entry = "\n".join(x for x in entry.splitlines() if not x.lstrip().startswith("#")).strip()
@@ -50,7 +52,9 @@ def locked(name: str) -> dict[str, str]:
 def test_lock_pins_every_top_level_requirement_at_its_version(name: str) -> None:
     want, got = top_level(name), locked(name)
     wrong = {k: (v, got.get(k)) for k, v in want.items() if got.get(k) != v}
-    assert not wrong, f"requirements/{name}.lock disagrees with {name}.txt (run scripts/lock.sh): {wrong}"
+    assert not wrong, (
+        f"requirements/{name}.lock disagrees with {name}.txt (run scripts/lock.sh): {wrong}"
+    )
 
 
 @pytest.mark.parametrize("name", ("serve", "web", "train", "pacs"))
@@ -63,10 +67,15 @@ def test_serving_lock_has_no_tensorflow() -> None:
     assert not {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx"} & set(locked("serve"))
 
 
-@pytest.mark.parametrize(("dockerfile", "lock"), [("Dockerfile.serve", "serve"),
-                                                  ("Dockerfile.train", "train"),
-                                                  ("gateway_flask/Dockerfile", "web"),
-                                                  ("integrations/Dockerfile", "pacs")])
+@pytest.mark.parametrize(
+    ("dockerfile", "lock"),
+    [
+        ("Dockerfile.serve", "serve"),
+        ("Dockerfile.train", "train"),
+        ("gateway_flask/Dockerfile", "web"),
+        ("integrations/Dockerfile", "pacs"),
+    ],
+)
 def test_images_install_only_from_their_lock(dockerfile: str, lock: str) -> None:
     text = (REQ.parent / dockerfile).read_text()
     assert re.findall(r"requirements/(\w+\.\w+)", text) == [f"{lock}.lock", f"{lock}.lock"]

@@ -45,14 +45,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every TrainConfig field becomes a --flag on `train`, with its metadata["help"] and default."""
+    """Every TrainConfig field becomes a --flag on `train`, with its metadata["help"] and
+    default."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,loso,evaluate,export}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,loso,evaluate,export}"
+    )
     helpful = {"formatter_class": _HelpFormatter}
     train = sub.add_parser(
         "train",
@@ -70,10 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(loso)
     loso.add_argument("--out-dir", default="runs/loso", help="one run folder per held-out source")
-    loso.add_argument("--min-images", type=int, default=100,
-                      help="hold out sources with at least this many images")
-    loso.add_argument("--sources", default="",
-                      help="comma-separated sources to hold out (default: all big enough)")
+    loso.add_argument(
+        "--min-images",
+        type=int,
+        default=100,
+        help="hold out sources with at least this many images",
+    )
+    loso.add_argument(
+        "--sources",
+        default="",
+        help="comma-separated sources to hold out (default: all big enough)",
+    )
     evaluate = sub.add_parser(
         "evaluate", help="metrics of a run's best model on its test split", **helpful
     )
@@ -93,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="model version in the card (default: the run's date + a short hash "
         "of its config, e.g. 20261202-1a2b3c4d)",
     )
-    export.add_argument("--loso-dir", default="",
-                        help="take the cross-site trust numbers from this `loso` output folder")
+    export.add_argument(
+        "--loso-dir",
+        default="",
+        help="take the cross-site trust numbers from this `loso` output folder",
+    )
     return parser
 
 
@@ -157,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             from training.crosssite import run_loso
 
             values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-            run_loso(TrainConfig(**values), args.out_dir, args.min_images,
-                     [s for s in args.sources.split(",") if s] or None)
+            run_loso(
+                TrainConfig(**values),
+                args.out_dir,
+                args.min_images,
+                [s for s in args.sources.split(",") if s] or None,
+            )
         elif args.command == "evaluate":
             from training.evaluate import evaluate_run
             from training.tfsetup import setup_tensorflow
@@ -176,8 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             quiet_tensorflow()
             from training.export import export_run
 
-            export_run(args.run_dir, args.out, opset=args.opset, version=args.version,
-                       loso_dir=args.loso_dir or None)
+            export_run(
+                args.run_dir,
+                args.out,
+                opset=args.opset,
+                version=args.version,
+                loso_dir=args.loso_dir or None,
+            )
     except (DataError, FileNotFoundError, ValueError) as exc:
         logging.getLogger("training").error("%s", exc)
         return 2

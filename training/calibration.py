@@ -48,7 +48,9 @@ def expected_calibration_error(male: npt.NDArray[np.bool_], p_male: Array, bins:
     return float(ece)
 
 
-def conformal_quantiles(abs_residuals: Array, levels: tuple[float, ...] = INTERVAL_LEVELS) -> dict[str, float]:
+def conformal_quantiles(
+    abs_residuals: Array, levels: tuple[float, ...] = INTERVAL_LEVELS
+) -> dict[str, float]:
     """Split-conformal half-widths: the ⌈(n+1)·level⌉-th smallest validation |residual|."""
     r = np.sort(np.asarray(abs_residuals, np.float64))
     n = len(r)

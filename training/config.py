@@ -24,7 +24,9 @@ class TrainConfig:
     data: str = field(
         default="",
         metadata={
-            "help": "dataset folder; for phantom, where to write it (default: <run-dir>/phantom-data)"
+            "help": (
+                "dataset folder; for phantom, where to write it (default: <run-dir>/phantom-data)"
+            )
         },
     )
     run_dir: str = field(
@@ -74,7 +76,9 @@ class TrainConfig:
     lr_schedule: str = field(
         default="cosine",
         metadata={
-            "help": "cosine (smooth decay to ~0: late epochs are stable) or plateau (halve on stalls)"
+            "help": (
+                "cosine (smooth decay to ~0: late epochs are stable) or plateau (halve on stalls)"
+            )
         },
     )
     age_weight: float = field(
@@ -83,7 +87,9 @@ class TrainConfig:
     augment: bool = field(
         default=True,
         metadata={
-            "help": "small rotation/shift/zoom, brightness/contrast on the training split (true/false)"
+            "help": (
+                "small rotation/shift/zoom, brightness/contrast on the training split (true/false)"
+            )
         },
     )
     val_fraction: float = field(
@@ -103,22 +109,60 @@ class TrainConfig:
     )
 
     # Multi-source training (issue 16).
-    leave_out: str = field(default="", metadata={"help": (
-        "hold this source out entirely: it becomes the test split (cross-site evaluation); "
-        "the other sources are split into train/validation by patient")})
-    augment_mode: str = field(default="light", metadata={"help": (
-        "light: small Keras geometry/brightness changes; site: resolution loss, window/gamma, "
-        "blur/sharpen, noise, crop/zoom/rotation, borders and text markers on every source")})
-    augment_strength: float = field(default=1.0, metadata={"help": (
-        "scales the probability of every site-augmentation step (1: as documented in augment.py)")})
-    balance: bool = field(default=False, metadata={"help": (
-        "draw training batches balanced across sources and sex (see --balance-power)")})
-    balance_power: float = field(default=0.5, metadata={"help": (
-        "a source's share of draws is proportional to n_images**power (0: equal, 1: as pooled)")})
-    warmup_epochs: int = field(default=0, metadata={"help": (
-        "linear learning-rate warm-up before the cosine decay")})
-    cache_dir: str = field(default="runs/cache", metadata={"help": (
-        "where decoded tensors are cached per dataset and preprocessing ('' = no cache)")})
+    leave_out: str = field(
+        default="",
+        metadata={
+            "help": (
+                "hold this source out entirely: it becomes the test split (cross-site evaluation); "
+                "the other sources are split into train/validation by patient"
+            )
+        },
+    )
+    augment_mode: str = field(
+        default="light",
+        metadata={
+            "help": (
+                "light: small Keras geometry/brightness changes; site: resolution loss, "
+                "window/gamma, "
+                "blur/sharpen, noise, crop/zoom/rotation, borders and text markers on every source"
+            )
+        },
+    )
+    augment_strength: float = field(
+        default=1.0,
+        metadata={
+            "help": (
+                "scales the probability of every site-augmentation step (1: as documented in "
+                "augment.py)"
+            )
+        },
+    )
+    balance: bool = field(
+        default=False,
+        metadata={
+            "help": ("draw training batches balanced across sources and sex (see --balance-power)")
+        },
+    )
+    balance_power: float = field(
+        default=0.5,
+        metadata={
+            "help": (
+                "a source's share of draws is proportional to n_images**power (0: equal, 1: as "
+                "pooled)"
+            )
+        },
+    )
+    warmup_epochs: int = field(
+        default=0, metadata={"help": ("linear learning-rate warm-up before the cosine decay")}
+    )
+    cache_dir: str = field(
+        default="runs/cache",
+        metadata={
+            "help": (
+                "where decoded tensors are cached per dataset and preprocessing ('' = no cache)"
+            )
+        },
+    )
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

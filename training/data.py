@@ -78,7 +78,9 @@ def parse_dicom_age(value: str) -> float:
     return parse_age(str(int(m.group(1)) * _AGE_UNIT_YEARS[m.group(2)]))
 
 
-def _add(result: ReadResult, path: Path, age: str, sex: str, patient: str | None, where: str) -> None:
+def _add(
+    result: ReadResult, path: Path, age: str, sex: str, patient: str | None, where: str
+) -> None:
     try:
         if not path.is_file():
             raise ValueError(f"file {path.name} is missing")
@@ -91,8 +93,18 @@ def read_spr(root: Path) -> ReadResult:
     """SPR Kaggle layout: train_age.csv + train_gender.csv joined on imageId; 1 = male."""
     ages = {r["imageId"]: r["age"] for r in csv.DictReader((root / "train_age.csv").open())}
     sexes = {r["imageId"]: r["gender"] for r in csv.DictReader((root / "train_gender.csv").open())}
-    image_dir = next((d for d in (root / "kaggle" / "kaggle" / "train", root / "kaggle" / "train",
-                                  root / "train") if d.is_dir()), root / "kaggle" / "kaggle" / "train")
+    image_dir = next(
+        (
+            d
+            for d in (
+                root / "kaggle" / "kaggle" / "train",
+                root / "kaggle" / "train",
+                root / "train",
+            )
+            if d.is_dir()
+        ),
+        root / "kaggle" / "kaggle" / "train",
+    )
     result = ReadResult()
     for image_id, age in ages.items():
         if image_id not in sexes:
@@ -136,12 +148,20 @@ def read_nih(root: Path) -> ReadResult:
     for n, row in enumerate(csv.DictReader(labels.open(newline="")), start=2):
         name = row.get("image") or row.get("Image Index") or ""
         path = files.get(name, root / "images" / name)
-        _add(result, path, row.get("age", ""), row.get("sex", ""), row.get("patient_id"), f"{name or f'line {n}'}")
+        _add(
+            result,
+            path,
+            row.get("age", ""),
+            row.get("sex", ""),
+            row.get("patient_id"),
+            f"{name or f'line {n}'}",
+        )
     return result
 
 
 def read_csv(root: Path, labels: Path | None = None) -> ReadResult:
-    """Generic `path,age,sex` CSV (paths relative to the CSV's folder); optional patient_id column."""
+    """Generic `path,age,sex` CSV (paths relative to the CSV's folder); optional patient_id
+    column."""
     labels = labels or root / "labels.csv"
     if not labels.is_file():
         raise DataError(f"label file {labels} not found (expected columns path,age,sex)")
@@ -150,7 +170,9 @@ def read_csv(root: Path, labels: Path | None = None) -> ReadResult:
         reader = csv.DictReader(f)
         missing = {"path", "age", "sex"} - set(reader.fieldnames or [])
         if missing:
-            raise DataError(f"{labels.name} lacks column(s) {sorted(missing)}; has {reader.fieldnames}")
+            raise DataError(
+                f"{labels.name} lacks column(s) {sorted(missing)}; has {reader.fieldnames}"
+            )
         for n, row in enumerate(reader, start=2):
             path = Path(row["path"])
             path = path if path.is_absolute() else labels.parent / path
@@ -202,8 +224,9 @@ def detect_format(root: Path) -> str:
         return "multi"
     if any(is_dicom(p) for p in root.rglob("*") if p.is_file()):
         return "dicom"
-    raise DataError(f"cannot tell the dataset layout of {root}; "
-                    "pass --format spr|nih|csv|dicom|multi")
+    raise DataError(
+        f"cannot tell the dataset layout of {root}; pass --format spr|nih|csv|dicom|multi"
+    )
 
 
 def _read_multi(root: Path) -> ReadResult:
@@ -212,8 +235,13 @@ def _read_multi(root: Path) -> ReadResult:
     return read_multi(root)
 
 
-READERS = {"spr": read_spr, "nih": read_nih, "csv": read_csv, "dicom": read_dicom,
-           "multi": _read_multi}
+READERS = {
+    "spr": read_spr,
+    "nih": read_nih,
+    "csv": read_csv,
+    "dicom": read_dicom,
+    "multi": _read_multi,
+}
 
 
 def read_dataset(root: str | Path, fmt: str = "auto") -> list[Record]:
@@ -227,8 +255,10 @@ def read_dataset(root: str | Path, fmt: str = "auto") -> list[Record]:
     result = READERS[fmt](root)
     report_skipped(result.skipped, f"{fmt} reader")
     if not result.records:
-        raise DataError(f"no usable rows in {root} ({fmt} layout): {len(result.skipped)} skipped; "
-                        f"first reasons: {result.skipped[:3]}")
+        raise DataError(
+            f"no usable rows in {root} ({fmt} layout): {len(result.skipped)} skipped; "
+            f"first reasons: {result.skipped[:3]}"
+        )
     logger.info("%s: %d usable records from %s", fmt, len(result.records), root)
     return result.records
 
@@ -236,4 +266,6 @@ def read_dataset(root: str | Path, fmt: str = "auto") -> list[Record]:
 def report_skipped(skipped: list[str], what: str) -> None:
     """One warning with the count and the first few reasons."""
     if skipped:
-        logger.warning("%s skipped %d row(s); first: %s", what, len(skipped), "; ".join(skipped[:5]))
+        logger.warning(
+            "%s skipped %d row(s); first: %s", what, len(skipped), "; ".join(skipped[:5])
+        )

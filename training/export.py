@@ -72,8 +72,11 @@ def convert(model, image_size: int, temperature: float, opset: int) -> bytes:
         out = model(image, training=False)
         # Temperature scaling lives in the graph, so every consumer gets the calibrated P(male).
         p_male = tf.sigmoid(out["sex"] / tf.constant(temperature, tf.float32))
-        return {"age": tf.identity(out["age"], name="age"), "p_male": tf.identity(p_male, name="p_male"),
-                "embedding": tf.identity(out["embedding"], name="embedding")}
+        return {
+            "age": tf.identity(out["age"], name="age"),
+            "p_male": tf.identity(p_male, name="p_male"),
+            "embedding": tf.identity(out["embedding"], name="embedding"),
+        }
 
     with native_stderr_filtered():
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
@@ -89,8 +92,10 @@ def _name_batch_axis(proto) -> None:
             dims[0].dim_param = "batch"
     names = {o.name for o in proto.graph.output}
     if names != set(OUTPUTS) or [i.name for i in proto.graph.input] != ["image"]:
-        raise RuntimeError(f"exported graph has inputs {[i.name for i in proto.graph.input]} "
-                           f"and outputs {sorted(names)}; expected ['image'] and {list(OUTPUTS)}")
+        raise RuntimeError(
+            f"exported graph has inputs {[i.name for i in proto.graph.input]} "
+            f"and outputs {sorted(names)}; expected ['image'] and {list(OUTPUTS)}"
+        )
 
 
 def check_parity(onnx_bytes: bytes, model, images: np.ndarray, temperature: float) -> dict:
@@ -100,19 +105,31 @@ def check_parity(onnx_bytes: bytes, model, images: np.ndarray, temperature: floa
     from training.calibration import sigmoid
 
     if len(images) < PARITY_IMAGES:
-        raise ParityError(f"parity gate needs ≥ {PARITY_IMAGES} real images; the run has {len(images)}")
+        raise ParityError(
+            f"parity gate needs ≥ {PARITY_IMAGES} real images; the run has {len(images)}"
+        )
     x = images[..., None].astype(np.float32)
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": x}), strict=True))
+    got = dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, {"image": x}), strict=True)
+    )
     ref = model.predict(x, batch_size=len(x), verbose=0)
-    want = {"age": np.asarray(ref["age"]), "embedding": np.asarray(ref["embedding"]),
-            "p_male": sigmoid(np.asarray(ref["sex"], np.float64) / temperature)}
+    want = {
+        "age": np.asarray(ref["age"]),
+        "embedding": np.asarray(ref["embedding"]),
+        "p_male": sigmoid(np.asarray(ref["sex"], np.float64) / temperature),
+    }
     diffs = {k: float(np.max(np.abs(got[k].astype(np.float64) - want[k]))) for k in OUTPUTS}
-    report = {"images": len(x), "max_abs_diff": {k: float(f"{v:.3g}") for k, v in diffs.items()},
-              "tolerance": PARITY_TOLERANCE}
+    report = {
+        "images": len(x),
+        "max_abs_diff": {k: float(f"{v:.3g}") for k, v in diffs.items()},
+        "tolerance": PARITY_TOLERANCE,
+    }
     bad = {k: v for k, v in diffs.items() if v > PARITY_TOLERANCE}
     if bad:
-        raise ParityError(f"ONNX Runtime differs from Keras on {len(x)} images: {bad} > {PARITY_TOLERANCE}")
+        raise ParityError(
+            f"ONNX Runtime differs from Keras on {len(x)} images: {bad} > {PARITY_TOLERANCE}"
+        )
     return report
 
 
@@ -141,10 +158,12 @@ def measure_ort_ms(onnx_bytes: bytes, image_size: int, repeats: int = 60) -> dic
         start = time.perf_counter()
         session.run(None, {"image": x})
         times.append((time.perf_counter() - start) * 1e3)
-    return {"ort_ms_per_image_1_thread_median": round(float(np.median(times)), 2),
-            "ort_ms_per_image_1_thread_p90": round(float(np.percentile(times, 90)), 2),
-            "measured_on": "batch 1, intra_op_num_threads=1, CPUExecutionProvider, "
-                           "shared build machine"}
+    return {
+        "ort_ms_per_image_1_thread_median": round(float(np.median(times)), 2),
+        "ort_ms_per_image_1_thread_p90": round(float(np.percentile(times, 90)), 2),
+        "measured_on": "batch 1, intra_op_num_threads=1, CPUExecutionProvider, "
+        "shared build machine",
+    }
 
 
 def _card_extras(cfg: TrainConfig, data: dict, onnx_bytes: bytes) -> dict:
@@ -157,16 +176,29 @@ def _card_extras(cfg: TrainConfig, data: dict, onnx_bytes: bytes) -> dict:
         extras["licence"] = NON_COMMERCIAL
         extras["data_sources"] = {
             s: {**terms, "split": data["sources"][s]}
-            for s, terms in source_terms(Path(cfg.data), counts).items()}
+            for s, terms in source_terms(Path(cfg.data), counts).items()
+        }
         extras["training_recipe"] = {
-            "image_size": cfg.image_size, "augment_mode": cfg.augment_mode, "balance": cfg.balance,
-            "balance_power": cfg.balance_power, "learning_rate": cfg.learning_rate,
-            "warmup_epochs": cfg.warmup_epochs, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
+            "image_size": cfg.image_size,
+            "augment_mode": cfg.augment_mode,
+            "balance": cfg.balance,
+            "balance_power": cfg.balance_power,
+            "learning_rate": cfg.learning_rate,
+            "warmup_epochs": cfg.warmup_epochs,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+        }
     return extras
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17,
-               version: str | None = None, loso_dir: str | Path | None = None) -> Path:
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    opset: int = 17,
+    version: str | None = None,
+    loso_dir: str | Path | None = None,
+) -> Path:
     """Export the run's best model into out_dir (model.onnx + model.json); return the ONNX path.
 
     version: the card's model version; None gives the run's own (run_version).
@@ -197,7 +229,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17,
     # Real images, re-read from disk: test first, then validation, then training if too few.
     images, _, names = load_split_images(run_dir, cfg)
     order = np.concatenate([np.flatnonzero(names == s) for s in ("test", "validation", "train")])
-    parity = check_parity(onnx_bytes, model, images[order[:max(PARITY_IMAGES, 64)]], temperature)
+    parity = check_parity(onnx_bytes, model, images[order[: max(PARITY_IMAGES, 64)]], temperature)
     logger.info("parity gate passed: %s", parity)
 
     # Write into a temporary folder and move into place, so a failure leaves no half artifact.
@@ -205,15 +237,27 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17,
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         onnx_path.write_bytes(onnx_bytes)
-        card = build_card(cfg=cfg, data=data, metrics=metrics, trust=trust, sha256=file_sha256(onnx_path),
-                          opset=opset, parity=parity, version=version,
-                          embedding_dim=int(model.get_layer("features").output.shape[-1]))
+        card = build_card(
+            cfg=cfg,
+            data=data,
+            metrics=metrics,
+            trust=trust,
+            sha256=file_sha256(onnx_path),
+            opset=opset,
+            parity=parity,
+            version=version,
+            embedding_dim=int(model.get_layer("features").output.shape[-1]),
+        )
         # Additive keys (cross-site numbers live in metrics/trust; these are new top-level keys).
         card = {**card.public(), **_card_extras(cfg, data, onnx_bytes)}
         write_card(card, Path(tmp) / "model.json")
         shutil.move(onnx_path, out_dir / "model.onnx")
         shutil.move(Path(tmp) / "model.json", out_dir / "model.json")
     shutil.copy(out_dir / "model.json", run_dir / "model.json")
-    logger.info("wrote %s (%d bytes) and its card, version %s", out_dir / "model.onnx",
-                len(onnx_bytes), version)
+    logger.info(
+        "wrote %s (%d bytes) and its card, version %s",
+        out_dir / "model.onnx",
+        len(onnx_bytes),
+        version,
+    )
     return out_dir / "model.onnx"

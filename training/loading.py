@@ -20,8 +20,9 @@ def load_image(record: Record, params: PreprocessParams) -> npt.NDArray[np.uint8
     return preprocess_bytes(record.path.read_bytes(), params)[:, :, 0].astype(np.uint8)
 
 
-def load_images(records: list[Record], params: PreprocessParams, workers: int = 4
-                ) -> tuple[npt.NDArray[np.uint8], list[Record]]:
+def load_images(
+    records: list[Record], params: PreprocessParams, workers: int = 4
+) -> tuple[npt.NDArray[np.uint8], list[Record]]:
     """Decode all records in parallel; unreadable ones are skipped and reported."""
 
     def one(record: Record) -> npt.NDArray[np.uint8] | str:

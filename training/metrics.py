@@ -53,15 +53,22 @@ def sex_metrics(male: npt.NDArray[np.bool_], p_male: Array) -> dict[str, float]:
     }
 
 
-def all_metrics(age: Array, male: npt.NDArray[np.bool_], age_pred: Array, p_male: Array) -> dict[str, float]:
+def all_metrics(
+    age: Array, male: npt.NDArray[np.bool_], age_pred: Array, p_male: Array
+) -> dict[str, float]:
     """Every metric key of the model card."""
     return {**age_metrics(age, age_pred), **sex_metrics(male, p_male)}
 
 
-def baseline_metrics(train_age: Array, train_male: npt.NDArray[np.bool_], age: Array,
-                     male: npt.NDArray[np.bool_]) -> dict[str, float]:
+def baseline_metrics(
+    train_age: Array, train_male: npt.NDArray[np.bool_], age: Array, male: npt.NDArray[np.bool_]
+) -> dict[str, float]:
     """Predict the training median age and the training majority sex for everyone."""
     majority_male = float(np.mean(train_male)) > 0.5
     n = len(age)
-    return all_metrics(age, male, np.full(n, float(np.median(train_age))),
-                       np.full(n, 1.0 if majority_male else 0.0))
+    return all_metrics(
+        age,
+        male,
+        np.full(n, float(np.median(train_age))),
+        np.full(n, 1.0 if majority_male else 0.0),
+    )

@@ -29,9 +29,9 @@ import numpy.typing as npt
 
 from cxr.card import card_json, parse_card
 from cxr.verify import DEFAULT_ALPHA, DEFAULT_P_CLIP, MODES, MismatchParams
+from training.config import TrainConfig
 from training.data import Record, read_dataset
 from training.loading import load_images
-from training.config import TrainConfig
 from training.train import split_data
 
 logger = logging.getLogger(__name__)

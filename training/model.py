@@ -16,8 +16,13 @@ def _conv_backbone(x: keras.KerasTensor, cfg: TrainConfig) -> keras.KerasTensor:
     for block in range(cfg.depth):
         filters = cfg.width * 2 ** min(block, 3)
         for _ in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                              kernel_regularizer=keras.regularizers.l2(cfg.weight_decay))(x)
+            x = layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_regularizer=keras.regularizers.l2(cfg.weight_decay),
+            )(x)
             x = layers.BatchNormalization(momentum=0.9)(x)  # small datasets: few steps per epoch
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
@@ -28,13 +33,19 @@ def _applications_backbone(x: keras.KerasTensor, cfg: TrainConfig) -> keras.Kera
     """A keras.applications network (DenseNet121, EfficientNetB0, …) on the grey image as RGB."""
     app = getattr(keras.applications, cfg.backbone, None)
     if app is None:
-        raise ValueError(f"unknown backbone {cfg.backbone!r}; use 'cnn' or a keras.applications name")
+        raise ValueError(
+            f"unknown backbone {cfg.backbone!r}; use 'cnn' or a keras.applications name"
+        )
     rgb = layers.Concatenate(name="grey_to_rgb")([x, x, x])
     # ImageNet networks expect roughly zero-centred inputs: map 0–1 to −1…1.
     rgb = layers.Rescaling(2.0, offset=-1.0)(rgb)
     weights = None if cfg.weights == "none" else cfg.weights
-    net = app(include_top=False, weights=weights, input_shape=(cfg.image_size, cfg.image_size, 3),
-              pooling="avg")
+    net = app(
+        include_top=False,
+        weights=weights,
+        input_shape=(cfg.image_size, cfg.image_size, 3),
+        pooling="avg",
+    )
     return layers.Identity(name=FEATURES_LAYER)(net(rgb))
 
 
@@ -59,6 +70,11 @@ def with_embedding(model: keras.Model) -> keras.Model:
     to predict age and sex, so blank pages, text and noise can land inside its distribution
     (measured on the demo model: the pooled features separate them far better).
     """
-    return keras.Model(model.inputs, {"age": model.get_layer("age").output,
-                                      "sex": model.get_layer("sex").output,
-                                      "embedding": model.get_layer(FEATURES_LAYER).output})
+    return keras.Model(
+        model.inputs,
+        {
+            "age": model.get_layer("age").output,
+            "sex": model.get_layer("sex").output,
+            "embedding": model.get_layer(FEATURES_LAYER).output,
+        },
+    )

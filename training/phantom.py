@@ -38,8 +38,14 @@ class PhantomSample:
     sex_mask: npt.NDArray[np.bool_]  # pixels whose values depend on sex
 
 
-def _ellipse(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], cx: float, cy: float,
-             rx: float, ry: float) -> npt.NDArray[np.float32]:
+def _ellipse(
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.float32],
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+) -> npt.NDArray[np.float32]:
     """Normalised ellipse distance: < 1 inside."""
     return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
 
@@ -81,7 +87,7 @@ def render_phantom(age: float, male: bool, size: int, rng: np.random.Generator) 
     sex_mask = np.zeros((size, size), dtype=bool)
     # Bone density falls with age: spine and ribs get darker and thinner.
     bone = 1.0 - 0.75 * a + rng.normal(0, 0.04)
-    spine_half = (0.07 - 0.025 * a)
+    spine_half = 0.07 - 0.025 * a
     spine = np.clip(1.0 - np.abs(x) / spine_half, 0, 1) ** 0.5 * (np.abs(y) < 0.95)
     img += 90.0 * bone * spine
     age_mask |= (np.abs(x) < 0.10) & (np.abs(y) < 0.95)
@@ -127,14 +133,16 @@ def render_phantom(age: float, male: bool, size: int, rng: np.random.Generator) 
     return PhantomSample(image, float(age), bool(male), age_mask, sex_mask)
 
 
-def generate_phantom(seed: int, size: int = 256, age: float | None = None,
-                     male: bool | None = None) -> PhantomSample:
+def generate_phantom(
+    seed: int, size: int = 256, age: float | None = None, male: bool | None = None
+) -> PhantomSample:
     """A phantom from a seed; age (uniform 18–90) and sex are drawn from it unless given."""
     rng = np.random.default_rng(seed)
     drawn_age = round(float(rng.uniform(*AGE_RANGE)))
     drawn_male = bool(rng.random() < 0.5)
-    return render_phantom(drawn_age if age is None else age,
-                          drawn_male if male is None else male, size, rng)
+    return render_phantom(
+        drawn_age if age is None else age, drawn_male if male is None else male, size, rng
+    )
 
 
 def phantom_png(sample: PhantomSample, mode: str = "L") -> bytes:
@@ -164,10 +172,18 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int = 64, seed: int
     return labels
 
 
-def phantom_dicom(sample: PhantomSample, *, bits: int = 16, monochrome1: bool = False,
-                  window: tuple[float, float] | None = None, slope: float = 1.0, intercept: float = 0.0,
-                  patient_age: str | None = None, patient_sex: str | None = None,
-                  patient_id: str | None = None) -> bytes:
+def phantom_dicom(
+    sample: PhantomSample,
+    *,
+    bits: int = 16,
+    monochrome1: bool = False,
+    window: tuple[float, float] | None = None,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    patient_age: str | None = None,
+    patient_sex: str | None = None,
+    patient_id: str | None = None,
+) -> bytes:
     """Encode a phantom as an uncompressed DICOM file (what hospitals send) with label tags."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -183,14 +199,22 @@ def phantom_dicom(sample: PhantomSample, *, bits: int = 16, monochrome1: bool = 
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.Modality = "OT"
-    if patient_id is not None:  # without one, a folder of phantoms is split stratified, not by patient
+    if (
+        patient_id is not None
+    ):  # without one, a folder of phantoms is split stratified, not by patient
         ds.PatientID = patient_id
     ds.PatientAge = patient_age if patient_age is not None else f"{int(sample.age):03d}Y"
     ds.PatientSex = patient_sex if patient_sex is not None else ("M" if sample.male else "F")
     ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = (
+        1,
+        "MONOCHROME1" if monochrome1 else "MONOCHROME2",
+    )
     ds.BitsAllocated = 16 if bits > 8 else 8
     ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
     if slope != 1.0 or intercept != 0.0:

@@ -35,8 +35,9 @@ def plot_learning_curves(history_csv: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def plot_age_scatter(true: npt.NDArray[np.floating], pred: npt.NDArray[np.floating], out: Path,
-                     title: str) -> None:
+def plot_age_scatter(
+    true: npt.NDArray[np.floating], pred: npt.NDArray[np.floating], out: Path, title: str
+) -> None:
     """Predicted vs true age with the identity line."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.scatter(true, pred, s=8, alpha=0.6)
@@ -50,7 +51,9 @@ def plot_age_scatter(true: npt.NDArray[np.floating], pred: npt.NDArray[np.floati
     plt.close(fig)
 
 
-def plot_roc(male: npt.NDArray[np.bool_], p_male: npt.NDArray[np.floating], out: Path, title: str) -> None:
+def plot_roc(
+    male: npt.NDArray[np.bool_], p_male: npt.NDArray[np.floating], out: Path, title: str
+) -> None:
     """ROC curve of P(male) with its AUC."""
     fpr, tpr = roc_curve(male, p_male)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -65,8 +68,12 @@ def plot_roc(male: npt.NDArray[np.bool_], p_male: npt.NDArray[np.floating], out:
     plt.close(fig)
 
 
-def plot_reliability(male: npt.NDArray[np.bool_], curves: dict[str, npt.NDArray[np.floating]],
-                     out: Path, bins: int = 10) -> None:
+def plot_reliability(
+    male: npt.NDArray[np.bool_],
+    curves: dict[str, npt.NDArray[np.floating]],
+    out: Path,
+    bins: int = 10,
+) -> None:
     """Share of males per bin of predicted P(male), one line per variant (before/after scaling)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")

@@ -13,8 +13,9 @@ from training.data import Record
 SPLITS = ("train", "validation", "test")
 
 
-def split_records(records: list[Record], val_fraction: float, test_fraction: float,
-                  seed: int) -> tuple[npt.NDArray[np.str_], str]:
+def split_records(
+    records: list[Record], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[npt.NDArray[np.str_], str]:
     """Assign each record a split name; return the names and a sentence describing the rule."""
     rng = np.random.default_rng(seed)
     n = len(records)
@@ -35,8 +36,10 @@ def split_records(records: list[Record], val_fraction: float, test_fraction: flo
                 break
             out[by_patient[p]] = targets[t][0]
             filled += len(by_patient[p])
-        rule = (f"by patient id (no patient in two splits), seed {seed}, "
-                f"~{val_fraction:.0%} validation / {test_fraction:.0%} test of images")
+        rule = (
+            f"by patient id (no patient in two splits), seed {seed}, "
+            f"~{val_fraction:.0%} validation / {test_fraction:.0%} test of images"
+        )
         return out.astype(str), rule
     # No patient id: rows may come in site blocks, so shuffle within age-decade × sex strata.
     strata: dict[tuple[int, bool], list[int]] = {}
@@ -48,9 +51,11 @@ def split_records(records: list[Record], val_fraction: float, test_fraction: flo
         n_test = round(len(idx) * test_fraction)
         n_val = round(len(idx) * val_fraction)
         out[idx[:n_test]] = "test"
-        out[idx[n_test:n_test + n_val]] = "validation"
-    rule = (f"shuffled, stratified by age decade × sex, seed {seed}, "
-            f"{val_fraction:.0%} validation / {test_fraction:.0%} test")
+        out[idx[n_test : n_test + n_val]] = "validation"
+    rule = (
+        f"shuffled, stratified by age decade × sex, seed {seed}, "
+        f"{val_fraction:.0%} validation / {test_fraction:.0%} test"
+    )
     return out.astype(str), rule
 
 
@@ -60,8 +65,16 @@ def write_split(path: Path, records: list[Record], names: npt.NDArray[np.str_]) 
         w = csv.writer(f)
         w.writerow(["path", "age", "sex", "patient_id", "split", "source"])
         for r, s in zip(records, names, strict=True):
-            w.writerow([str(r.path.resolve()), f"{r.age:g}", "M" if r.male else "F",
-                        r.patient_id or "", s, r.source or ""])
+            w.writerow(
+                [
+                    str(r.path.resolve()),
+                    f"{r.age:g}",
+                    "M" if r.male else "F",
+                    r.patient_id or "",
+                    s,
+                    r.source or "",
+                ]
+            )
 
 
 def read_split(path: Path) -> tuple[list[Record], npt.NDArray[np.str_]]:
@@ -69,7 +82,14 @@ def read_split(path: Path) -> tuple[list[Record], npt.NDArray[np.str_]]:
     records, names = [], []
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
-            records.append(Record(Path(row["path"]), float(row["age"]), row["sex"] == "M",
-                                  row["patient_id"] or None, row.get("source") or None))
+            records.append(
+                Record(
+                    Path(row["path"]),
+                    float(row["age"]),
+                    row["sex"] == "M",
+                    row["patient_id"] or None,
+                    row.get("source") or None,
+                )
+            )
             names.append(row["split"])
     return records, np.array(names, dtype=str)

@@ -15,8 +15,14 @@ from tests.support.models import SIZE
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServerProcess]:
-    with start_server("service", "service", {"MODEL_DIR": str(model_dir)}, "/readyz",
-                      tmp_path_factory.mktemp("logs"), timeout_s=60) as proc:
+    with start_server(
+        "service",
+        "service",
+        {"MODEL_DIR": str(model_dir)},
+        "/readyz",
+        tmp_path_factory.mktemp("logs"),
+        timeout_s=60,
+    ) as proc:
         yield proc
 
 
@@ -25,12 +31,17 @@ def bodies() -> list:
     return [multipart_body(b) for b in phantom_pngs(SIZE, 3)]
 
 
-def test_closed_loop_counts_answers_and_reads_server_side(server: ServerProcess, bodies: list) -> None:
-    row = run_level(server, "/v1/predict", bodies, scenario="t", image="64px", concurrency=3,
-                    seconds=0.5)
+def test_closed_loop_counts_answers_and_reads_server_side(
+    server: ServerProcess, bodies: list
+) -> None:
+    row = run_level(
+        server, "/v1/predict", bodies, scenario="t", image="64px", concurrency=3, seconds=0.5
+    )
     assert row["ok"] > 0 and row["errors"] == {}
     assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
-    assert row["mean_batch"] is not None and 1 <= row["mean_batch"] <= 3  # never more than in flight
+    assert (
+        row["mean_batch"] is not None and 1 <= row["mean_batch"] <= 3
+    )  # never more than in flight
     assert row["rss_mb"] > 10 and row["server_cpu_ms"] > 0 and server.ready_s > 0
 
 
@@ -42,7 +53,9 @@ def test_open_loop_sends_at_the_offered_rate(server: ServerProcess, bodies: list
 
 def test_refused_requests_are_errors_not_throughput(server: ServerProcess) -> None:
     pdf = [multipart_body(b"%PDF-1.4 not an image", filename="x.pdf")]
-    row = run_level(server, "/v1/predict", pdf, scenario="t", image="pdf", concurrency=2, seconds=0.3)
+    row = run_level(
+        server, "/v1/predict", pdf, scenario="t", image="pdf", concurrency=2, seconds=0.3
+    )
     assert row["ok"] == 0 and row["throughput"] == 0
     assert row["errors"].get("415", 0) > 0
 

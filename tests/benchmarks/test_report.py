@@ -8,23 +8,48 @@ from benchmarks import report
 
 
 def row(scenario: str, level: float, throughput: float, p99: float = 30.0) -> dict:
-    return {"scenario": scenario, "image": "1024px PNG", "mode": "closed", "level": level,
-            "throughput": throughput, "p50_ms": p99 / 2, "p95_ms": p99 * 0.9, "p99_ms": p99,
-            "errors": {}, "mean_batch": 1.0, "server_cpu_ms": 18.0, "client_cpu_ms": 2.0,
-            "rss_mb": 120.0}
+    return {
+        "scenario": scenario,
+        "image": "1024px PNG",
+        "mode": "closed",
+        "level": level,
+        "throughput": throughput,
+        "p50_ms": p99 / 2,
+        "p95_ms": p99 * 0.9,
+        "p99_ms": p99,
+        "errors": {},
+        "mean_batch": 1.0,
+        "server_cpu_ms": 18.0,
+        "client_cpu_ms": 2.0,
+        "rss_mb": 120.0,
+    }
 
 
 def results(c32: float, seed16: float, p99_c1: float, startup: float, growth: float) -> dict:
-    return {"date": "2026-11-25T23:00:00+00:00", "quick": False, "seconds_per_level": 5,
-            "machine": {"cpus": 2, "load_avg_start": (1.0, 1.0, 1.0)},
-            "ceiling": {"1024px PNG": {"images_per_s": 100.0, "best": "x", "cpu_ms": 19.0,
-                                       "single_image": {"p50_ms": 12.0, "p99_ms": 15.0}},
-                        "compute_only": {"rows_per_s": 800.0}},
-            "rows": [row("service", 1, 60, p99_c1), row("service", 16, 90), row("service", 32, c32),
-                     row("seed Flask+Keras", 16, seed16),
-                     row("service c=1 after c=32 burst", 1, 60, p99_c1)],
-            "startup_s": {"runs": [startup], "median": startup, "cpu_s": [0.7]},
-            "soak": {"requests": 10_000, "growth_pct": growth}}
+    return {
+        "date": "2026-11-25T23:00:00+00:00",
+        "quick": False,
+        "seconds_per_level": 5,
+        "machine": {"cpus": 2, "load_avg_start": (1.0, 1.0, 1.0)},
+        "ceiling": {
+            "1024px PNG": {
+                "images_per_s": 100.0,
+                "best": "x",
+                "cpu_ms": 19.0,
+                "single_image": {"p50_ms": 12.0, "p99_ms": 15.0},
+            },
+            "compute_only": {"rows_per_s": 800.0},
+        },
+        "rows": [
+            row("service", 1, 60, p99_c1),
+            row("service", 16, 90),
+            row("service", 32, c32),
+            row("seed Flask+Keras", 16, seed16),
+            row("service c=1 after c=32 burst", 1, 60, p99_c1),
+        ],
+        "startup_s": {"runs": [startup], "median": startup, "cpu_s": [0.7]},
+        "soak": {"requests": 10_000, "growth_pct": growth},
+    }
 
 
 def test_all_targets_met() -> None:

@@ -1,4 +1,5 @@
-"""The GPU serve requirements pin exactly what serve.txt pins, with onnxruntime-gpu for onnxruntime."""
+"""The GPU serve requirements pin exactly what serve.txt pins, with onnxruntime-gpu for
+onnxruntime."""
 
 from __future__ import annotations
 

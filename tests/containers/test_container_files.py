@@ -13,15 +13,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Dockerfile → the first code it copies (after the dependencies, for the layer cache)
-DOCKERFILES = {"Dockerfile.serve": "COPY cxr/", "Dockerfile.train": "COPY cxr/",
-               "gateway_flask/Dockerfile": "COPY gateway_flask/"}
+DOCKERFILES = {
+    "Dockerfile.serve": "COPY cxr/",
+    "Dockerfile.train": "COPY cxr/",
+    "gateway_flask/Dockerfile": "COPY gateway_flask/",
+}
 PROD_ENV = {"API_KEYS": "k1,k2", "GATEWAY_API_KEY": "k1", "GATEWAY_SECRET_KEY": "s" * 32}
 
 
 def compose_command() -> list[str] | None:
     """`docker compose` (v2) or `docker-compose` (v1), whichever is installed."""
-    if shutil.which("docker") and subprocess.run(
-        ["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
         return ["docker", "compose"]
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
@@ -31,14 +39,24 @@ def run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     if compose is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
     clean = {k: v for k, v in os.environ.items() if k not in PROD_ENV}
-    return subprocess.run([*compose, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**clean, **(env or {})}, timeout=60)
+    return subprocess.run(  # return code checked below
+        [*compose, *args],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("script", ["scripts/offline-images.sh", "scripts/e2e-compose.sh",
-                                    "scripts/up.sh"])
+@pytest.mark.parametrize(
+    "script", ["scripts/offline-images.sh", "scripts/e2e-compose.sh", "scripts/up.sh"]
+)
 def test_scripts_parse(script: str) -> None:
-    result = subprocess.run(["bash", "-n", script], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", "-n", script], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -69,8 +87,15 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "container_name" not in out  # `--scale api=N` needs generated names
-    for needle in ("read_only: true", "no-new-privileges:true", "- ALL", "condition: service_healthy",
-                   "http://api:8000", "cxr-age-sex-api:latest", "cxr-age-sex-train:latest"):
+    for needle in (
+        "read_only: true",
+        "no-new-privileges:true",
+        "- ALL",
+        "condition: service_healthy",
+        "http://api:8000",
+        "cxr-age-sex-api:latest",
+        "cxr-age-sex-train:latest",
+    ):
         assert needle in out, needle
 
 
@@ -86,15 +111,27 @@ def test_prod_override_requires_keys_and_names_the_missing_one() -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_prometheus_config_is_valid() -> None:
-    result = subprocess.run(["promtool", "check", "config", "deploy/prometheus.yml"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(  # return code checked below
+        ["promtool", "check", "config", "deploy/prometheus.yml"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_e2e_skips_cleanly_without_a_docker_engine(tmp_path: Path) -> None:
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such-docker.sock"}
-    result = subprocess.run(["bash", "scripts/e2e-compose.sh"], cwd=ROOT, capture_output=True,
-                            text=True, env=env, timeout=60)
+    result = subprocess.run(  # return code checked below
+        ["bash", "scripts/e2e-compose.sh"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SKIP" in result.stdout
 
@@ -110,8 +147,15 @@ def test_api_host_port_is_fixed() -> None:
 
 def test_up_says_why_without_a_docker_engine(tmp_path: Path) -> None:
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such-docker.sock"}
-    result = subprocess.run(["bash", "scripts/up.sh"], cwd=ROOT, capture_output=True,
-                            text=True, env=env, timeout=60, check=False)
+    result = subprocess.run(  # return code checked below
+        ["bash", "scripts/up.sh"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "no Docker engine answers" in result.stderr
 
@@ -141,11 +185,22 @@ def test_dashboard_queries_use_metrics_the_service_declares() -> None:
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     # promtool parses expressions only inside rule files: wrap each query in a recording rule
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(dashboard_queries())]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": expr}
+                    for i, expr in enumerate(dashboard_queries())
+                ],
+            }
+        ]
+    }
     path = tmp_path / "rules.yml"
     path.write_text(json.dumps(rules))  # JSON is YAML
-    result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run(  # return code checked below
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -160,11 +215,18 @@ def test_pacs_profile_wires_orthanc_and_listener_to_the_api_on_loopback_ports() 
     result = run_compose("--profile", "pacs", "config")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for needle in ("cxr-age-sex-pacs:latest", "integrations/Dockerfile", "integrations.dicom_listener",
-                   "LISTENER_API_URL: http://api:8000", "CXRPACS@orthanc:4242"):
+    for needle in (
+        "cxr-age-sex-pacs:latest",
+        "integrations/Dockerfile",
+        "integrations.dicom_listener",
+        "LISTENER_API_URL: http://api:8000",
+        "CXRPACS@orthanc:4242",
+    ):
         assert needle in out, needle
-    published = (re.findall(r"- (\S+):\d+:(8042|4242|11112)/tcp", out)  # compose v1
-                 + re.findall(r"host_ip: (\S+)\n\s+target: (8042|4242|11112)", out))  # v2
+    published = (
+        re.findall(r"- (\S+):\d+:(8042|4242|11112)/tcp", out)  # compose v1
+        + re.findall(r"host_ip: (\S+)\n\s+target: (8042|4242|11112)", out)
+    )  # v2
     assert len(published) == 3 and all(ip == "127.0.0.1" for ip, _ in published), published
     plugin = json.loads((ROOT / "integrations/orthanc/orthanc.json").read_text())
     assert plugin["CxrVerify"]["ApiUrl"] == "http://api:8000"

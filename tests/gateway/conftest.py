@@ -14,7 +14,6 @@ from flask.testing import FlaskClient
 
 from gateway_flask import create_app
 from gateway_flask.settings import Settings
-from tests.support.browser import CHROMIUM, require_playwright
 from tests.support.paths import MODELS, REPO
 from tests.support.procs import ServerProcess
 
@@ -105,20 +104,6 @@ def live_gateway(
     )
     with web.start(timeout_s=30):
         yield web.url, web.log
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """Headless Chromium (skips when playwright or Debian's chromium is missing)."""
-    sync_api = require_playwright()
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture()

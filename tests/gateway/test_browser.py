@@ -50,7 +50,9 @@ def test_pick_files_see_age_sex_and_errors(page, tmp_path: Path) -> None:
         assert row.locator("img.thumb").evaluate("img => img.naturalWidth") > 0
     bad = rows.filter(has_text="notes.png")
     assert "not a supported image" in bad.locator(".error-message").inner_text()
-    assert page.locator(".disclaimer").inner_text().startswith("Research demo, not for clinical use.")
+    assert (
+        page.locator(".disclaimer").inner_text().startswith("Research demo, not for clinical use.")
+    )
     with page.expect_download() as download:
         page.click("#csv-download")
     assert download.value.suggested_filename == "cxr-age-sex-results.csv"
@@ -71,7 +73,9 @@ def test_drop_one_file_see_result_card(page) -> None:
             const dt = new DataTransfer();
             dt.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
             return dt;
-        }""", payload)
+        }""",
+        payload,
+    )
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": data_transfer})
     assert page.locator("#file-list li").inner_text().startswith("dropped.png")
     page.click("#submit")

@@ -45,8 +45,11 @@ def test_show_where_the_model_looked(page, tmp_path: Path) -> None:
     assert page.console_errors == []
 
 
-@pytest.mark.skipif(not NIH_IMAGES.is_dir(), reason="needs a real chest X-ray from ../shared/data/nih-cxr-1000 "
-                    "(the drawn fallback image is rightly flagged by the input guard)")
+@pytest.mark.skipif(
+    not NIH_IMAGES.is_dir(),
+    reason="needs a real chest X-ray from ../shared/data/nih-cxr-1000 "
+    "(the drawn fallback image is rightly flagged by the input guard)",
+)
 def test_flagged_image_warning_is_prominent_and_rows_explain(page, tmp_path: Path) -> None:
     photo, chest = tmp_path / "holiday.jpg", tmp_path / "chest.png"
     photo.write_bytes(colour_photograph(3))

@@ -28,8 +28,11 @@ def test_api_down_gives_retry_page_json_and_health(tmp_path) -> None:
     assert 'id="upload-form"' in body  # the person can retry from the same page
     assert "Traceback" not in body
 
-    api = client.post("/api/predict", data={"file": (__import__("io").BytesIO(b"x"), "a.png")},
-                      content_type="multipart/form-data")
+    api = client.post(
+        "/api/predict",
+        data={"file": (__import__("io").BytesIO(b"x"), "a.png")},
+        content_type="multipart/form-data",
+    )
     assert api.status_code == 503
     assert api.json["code"] == "api_unavailable"
     assert client.get("/api/health").json == {"api": "down"}
@@ -41,8 +44,11 @@ def test_api_down_gives_retry_page_json_and_health(tmp_path) -> None:
 
 def test_api_429_passes_retry_after_to_page_and_json(mock_app) -> None:
     def busy(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, headers={"Retry-After": "3"},
-                              json={"detail": "queue full (256 waiting)", "code": "overloaded"})
+        return httpx.Response(
+            429,
+            headers={"Retry-After": "3"},
+            json={"detail": "queue full (256 waiting)", "code": "overloaded"},
+        )
 
     app, seen = mock_app(busy)
     client = app.test_client()
@@ -52,16 +58,23 @@ def test_api_429_passes_retry_after_to_page_and_json(mock_app) -> None:
     assert "try again in 3 seconds" in response.get_data(as_text=True)
     assert [r.url.path for r in seen if r.url.path != "/readyz"] == ["/v1/predict/batch"]
 
-    api = client.post("/api/predict", data={"file": (__import__("io").BytesIO(b"x"), "a.png")},
-                      content_type="multipart/form-data")
+    api = client.post(
+        "/api/predict",
+        data={"file": (__import__("io").BytesIO(b"x"), "a.png")},
+        content_type="multipart/form-data",
+    )
     assert api.status_code == 429
     assert api.headers["Retry-After"] == "3"
-    assert api.json == {"detail": "Too many images are being analysed right now. Please try again "
-                                  "in 3 seconds.", "code": "overloaded"}
+    assert api.json == {
+        "detail": "Too many images are being analysed right now. Please try again in 3 seconds.",
+        "code": "overloaded",
+    }
 
 
 def test_api_not_ready_503(mock_app) -> None:
-    app, _ = mock_app(lambda r: httpx.Response(503, json={"detail": "model loading", "code": "not_ready"}))
+    app, _ = mock_app(
+        lambda r: httpx.Response(503, json={"detail": "model loading", "code": "not_ready"})
+    )
     response = post_files(app.test_client(), [(sample_png(), "chest.png")])
     assert response.status_code == 503
     assert "starting or restarting" in response.get_data(as_text=True)
@@ -79,8 +92,11 @@ def test_api_timeout_is_unavailable(mock_app) -> None:
 
 
 def test_api_500_becomes_502_with_its_message(mock_app) -> None:
-    app, _ = mock_app(lambda r: httpx.Response(500, json={"detail": "ORT failed on batch of 3",
-                                                          "code": "inference_failed"}))
+    app, _ = mock_app(
+        lambda r: httpx.Response(
+            500, json={"detail": "ORT failed on batch of 3", "code": "inference_failed"}
+        )
+    )
     client = app.test_client()
     response = post_files(client, [(sample_png(), "chest.png")])
     assert response.status_code == 502
@@ -97,9 +113,18 @@ def test_api_error_without_json_body(mock_app) -> None:
 def test_preview_failure_still_shows_prediction(mock_app) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/preview":
-            return httpx.Response(415, json={"detail": "no preview", "code": "unsupported_media_type"})
-        return httpx.Response(200, json={"model": {"name": "m", "version": "1"}, "results": [
-            {"index": 0, "ok": True, "age_years": 61.6, "sex": "female", "p_male": 0.12}]})
+            return httpx.Response(
+                415, json={"detail": "no preview", "code": "unsupported_media_type"}
+            )
+        return httpx.Response(
+            200,
+            json={
+                "model": {"name": "m", "version": "1"},
+                "results": [
+                    {"index": 0, "ok": True, "age_years": 61.6, "sex": "female", "p_male": 0.12}
+                ],
+            },
+        )
 
     app, _ = mock_app(handler)
     response = post_files(app.test_client(), [(sample_png(), "chest.png")])

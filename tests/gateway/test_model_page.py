@@ -10,17 +10,34 @@ import httpx
 from tests.support.paths import MODELS
 
 CARD = {
-    "name": "cxr-age-sex", "version": "1.2.3", "created": "2026-11-25T21:00:00Z",
+    "name": "cxr-age-sex",
+    "version": "1.2.3",
+    "created": "2026-11-25T21:00:00Z",
     "input": {"name": "image", "shape": [None, 64, 64, 1]},
-    "training_data": {"dataset": "NIH ChestX-ray14 subset", "images": {"train": 700, "validation": 150,
-                                                                      "test": 150},
-                      "split": "by patient, stratified by age bin and sex"},
+    "training_data": {
+        "dataset": "NIH ChestX-ray14 subset",
+        "images": {"train": 700, "validation": 150, "test": 150},
+        "split": "by patient, stratified by age bin and sex",
+    },
     "metrics": {
-        "test": {"age_mae": 9.12, "age_r2": 0.01, "sex_auc": 0.8123, "sex_accuracy": 0.74,
-                 "sex_sensitivity": 0.91, "novel_metric": 1.5},
+        "test": {
+            "age_mae": 9.12,
+            "age_r2": 0.01,
+            "sex_auc": 0.8123,
+            "sex_accuracy": 0.74,
+            "sex_sensitivity": 0.91,
+            "novel_metric": 1.5,
+        },
         "validation": {"age_mae": 9.34, "sex_auc": 0.8},
-        "baselines": {"test": {"age_mae": 13.94, "age_r2": 0.02, "sex_auc": 0.5, "sex_accuracy": 0.55,
-                               "sex_sensitivity": 1.0}},
+        "baselines": {
+            "test": {
+                "age_mae": 13.94,
+                "age_r2": 0.02,
+                "sex_auc": 0.5,
+                "sex_accuracy": 0.55,
+                "sex_sensitivity": 1.0,
+            }
+        },
     },
     "age_interval": {"quantiles": {"0.9": 18.3}, "coverage_test": {"0.9": 0.893}},
     "sex_calibration": {"ece_before": {"test": 0.081}, "ece_after": {"test": 0.029}},
@@ -45,10 +62,13 @@ def test_model_page_from_card(mock_app) -> None:
     assert [r.url.path for r in seen if r.url.path != "/readyz"] == ["/v1/models"]
     assert "version 1.2.3" in html
     assert cells(html, "Age: mean absolute error") == [
-        "9.1 years <span class=\"mark\">✓ beats baseline</span>", "13.9 years", "9.3 years"]
+        '9.1 years <span class="mark">✓ beats baseline</span>',
+        "13.9 years",
+        "9.3 years",
+    ]
     assert cells(html, "Sex: ROC AUC of P(male)")[1:] == ["0.500", "0.800"]
-    assert cells(html, "Sex: accuracy")[0].startswith("74.0 % <span class=\"mark\">✓")
-    assert cells(html, "Age: R²")[0].startswith("0.010 <span class=\"mark\">✗ not better")
+    assert cells(html, "Sex: accuracy")[0].startswith('74.0 % <span class="mark">✓')
+    assert cells(html, "Age: R²")[0].startswith('0.010 <span class="mark">✗ not better')
     assert cells(html, "Sex: sensitivity (male)") == ["91.0 %", "100.0 %", "—"]  # no direction
     assert cells(html, "novel metric") == ["1.500", "—", "—"]
     assert "± 18.3 years; covers 89.3 % of test images" in html

@@ -34,7 +34,9 @@ def csv_rows(html: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(base64.b64decode(uri.group(1)).decode("utf-8"))))
 
 
-def test_single_upload_shows_the_apis_age_sex_model_and_thumbnail(client: FlaskClient, api_url: str) -> None:
+def test_single_upload_shows_the_apis_age_sex_model_and_thumbnail(
+    client: FlaskClient, api_url: str
+) -> None:
     image = sample_png(0)
     expected = api_prediction(api_url, image)
     card = httpx.get(f"{api_url}/v1/models").json()
@@ -58,15 +60,25 @@ def test_single_upload_shows_the_apis_age_sex_model_and_thumbnail(client: FlaskC
 def test_multi_upload_with_one_bad_file_keeps_the_others(client: FlaskClient, api_url: str) -> None:
     good = [sample_png(1), sample_png(2)]
     expected = [api_prediction(api_url, g) for g in good]
-    files = [(good[0], "first.png"), (b"%PDF-1.7 not an image", "report.png"), (good[1], "third.png")]
+    files = [
+        (good[0], "first.png"),
+        (b"%PDF-1.7 not an image", "report.png"),
+        (good[1], "third.png"),
+    ]
 
     response = post_files(client, files)
     html = response.get_data(as_text=True)
     assert response.status_code == 200, html
-    rows = re.findall(r'<tr class="result (result-ok|result-error)" data-index="(\d)">(.*?)</tr>',
-                      html, flags=re.DOTALL)
+    rows = re.findall(
+        r'<tr class="result (result-ok|result-error)" data-index="(\d)">(.*?)</tr>',
+        html,
+        flags=re.DOTALL,
+    )
     assert [(kind, int(i)) for kind, i, _ in rows] == [
-        ("result-ok", 0), ("result-error", 1), ("result-ok", 2)]
+        ("result-ok", 0),
+        ("result-error", 1),
+        ("result-ok", 2),
+    ]
     assert f"{round(expected[0]['age_years'])} years" in rows[0][2]
     assert f"{round(expected[1]['age_years'])} years" in rows[2][2]
     assert "report.png" in rows[1][2] and "415" in rows[1][2]
@@ -78,7 +90,9 @@ def test_multi_upload_with_one_bad_file_keeps_the_others(client: FlaskClient, ap
     assert table[1]["error_code"] == "unsupported_media_type"
 
 
-def test_dicom_and_tiff_get_png_thumbnails_and_predictions(client: FlaskClient, api_url: str) -> None:
+def test_dicom_and_tiff_get_png_thumbnails_and_predictions(
+    client: FlaskClient, api_url: str
+) -> None:
     files = [(sample_dicom(7), "IM000001"), (sample_tiff(8), "scan.tif")]
     expected = [api_prediction(api_url, data) for data, _ in files]
     html = post_files(client, files).get_data(as_text=True)
@@ -91,7 +105,9 @@ def test_dicom_and_tiff_get_png_thumbnails_and_predictions(client: FlaskClient, 
 
 def test_hostile_file_name_from_the_real_api_is_escaped(client: FlaskClient) -> None:
     name = "<script>alert(1)</script>.png"
-    html = post_files(client, [(sample_png(), name), (b"not an image", name)]).get_data(as_text=True)
+    html = post_files(client, [(sample_png(), name), (b"not an image", name)]).get_data(
+        as_text=True
+    )
     assert "<script>alert(1)" not in html
     assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;.png") >= 2
 
@@ -121,8 +137,11 @@ def test_health_indicator_and_json(client: FlaskClient) -> None:
 def test_json_proxy_single_batch_and_raw(client: FlaskClient, api_url: str) -> None:
     image = sample_png(3)
     expected = api_prediction(api_url, image)
-    single = client.post("/api/predict", data={"file": (io.BytesIO(image), "a.png")},
-                         content_type="multipart/form-data")
+    single = client.post(
+        "/api/predict",
+        data={"file": (io.BytesIO(image), "a.png")},
+        content_type="multipart/form-data",
+    )
     assert single.status_code == 200
     assert abs(single.json["age_years"] - expected["age_years"]) < 1e-3
     raw = client.post("/api/predict", data=image, content_type="image/png")
@@ -130,9 +149,11 @@ def test_json_proxy_single_batch_and_raw(client: FlaskClient, api_url: str) -> N
     # What `curl --data-binary @x.png` sends: an image labelled as a form.
     curl = client.post("/api/predict", data=image, content_type="application/x-www-form-urlencoded")
     assert curl.status_code == 200 and abs(curl.json["age_years"] - expected["age_years"]) < 1e-3
-    batch = client.post("/api/predict", data={"files": [(io.BytesIO(image), "a.png"),
-                                                        (io.BytesIO(b"GIF89a"), "b.gif")]},
-                        content_type="multipart/form-data")
+    batch = client.post(
+        "/api/predict",
+        data={"files": [(io.BytesIO(image), "a.png"), (io.BytesIO(b"GIF89a"), "b.gif")]},
+        content_type="multipart/form-data",
+    )
     assert batch.status_code == 200
     assert [r["ok"] for r in batch.json["results"]] == [True, False]
     bad = client.post("/api/predict", data=b"%PDF-1.4", content_type="application/pdf")
@@ -143,8 +164,11 @@ def test_file_names_reach_neither_log(client: FlaskClient, api_server, caplog) -
     name = "Doe-Jane-19570412-chest.png"
     with caplog.at_level("DEBUG"):
         post_files(client, [(sample_png(), name), (b"%PDF", name)])
-        client.post("/api/predict", data={"file": (io.BytesIO(b"%PDF"), name)},
-                    content_type="multipart/form-data")
+        client.post(
+            "/api/predict",
+            data={"file": (io.BytesIO(b"%PDF"), name)},
+            content_type="multipart/form-data",
+        )
     _, api_log = api_server
     assert "Doe-Jane" not in caplog.text
     assert "Doe-Jane" not in api_log.read_text(errors="replace")

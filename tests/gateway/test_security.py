@@ -20,11 +20,20 @@ XSS_NAME = "<script>alert(1)</script>.png"
 def ok_batch(request: httpx.Request) -> httpx.Response:
     """A contract-shaped API answer: every file predicted, echoing nothing but indices."""
     if request.url.path == "/v1/preview":
-        return httpx.Response(200, content=b"\x89PNG\r\n\x1a\n", headers={"Content-Type": "image/png"})
+        return httpx.Response(
+            200, content=b"\x89PNG\r\n\x1a\n", headers={"Content-Type": "image/png"}
+        )
     n = request.content.count(b'name="files"')
-    return httpx.Response(200, json={"model": {"name": "m", "version": "1"}, "results": [
-        {"index": i, "ok": True, "age_years": 40.0 + i, "sex": "male", "p_male": 0.7}
-        for i in range(n)]})
+    return httpx.Response(
+        200,
+        json={
+            "model": {"name": "m", "version": "1"},
+            "results": [
+                {"index": i, "ok": True, "age_years": 40.0 + i, "sex": "male", "p_male": 0.7}
+                for i in range(n)
+            ],
+        },
+    )
 
 
 def test_form_post_without_csrf_token_is_refused_before_the_api(mock_app) -> None:
@@ -58,8 +67,13 @@ def test_csrf_cookie_is_httponly_samesite_strict(mock_app) -> None:
 def test_security_headers_on_pages_errors_json_and_static(mock_app) -> None:
     app, _ = mock_app(ok_batch)
     client = app.test_client()
-    for response in (client.get("/"), client.get("/nope"), client.get("/api/health"),
-                     client.get("/static/app.js"), post_files(client, [(b"x", "a.png")], token=None)):
+    for response in (
+        client.get("/"),
+        client.get("/nope"),
+        client.get("/api/health"),
+        client.get("/static/app.js"),
+        post_files(client, [(b"x", "a.png")], token=None),
+    ):
         csp = response.headers["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert "frame-ancestors 'none'" in csp
@@ -72,22 +86,30 @@ def test_security_headers_on_pages_errors_json_and_static(mock_app) -> None:
 def test_pages_have_no_inline_script_or_style(mock_app) -> None:
     app, _ = mock_app(ok_batch)
     client = app.test_client()
-    pages = [client.get("/"), post_files(client, [(sample_png(), "a.png"), (sample_png(1), "b.png")]),
-             post_files(client, [(sample_png(), "a.png")]), client.get("/nope")]
+    pages = [
+        client.get("/"),
+        post_files(client, [(sample_png(), "a.png"), (sample_png(1), "b.png")]),
+        post_files(client, [(sample_png(), "a.png")]),
+        client.get("/nope"),
+    ]
     for page in pages:
         html = page.get_data(as_text=True)
         scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, flags=re.DOTALL)
         assert (' src="/static/app.js" defer', "") in scripts
         # Pages may add their own files (the results page loads explain.js), never inline code.
-        assert all(re.fullmatch(r' src="/static/[a-z]+\.js" defer', a) and not body.strip()
-                   for a, body in scripts), scripts
+        assert all(
+            re.fullmatch(r' src="/static/[a-z]+\.js" defer', a) and not body.strip()
+            for a, body in scripts
+        ), scripts
         assert not re.search(r"\sstyle=|\son[a-z]+=", html)
 
 
 def test_hostile_file_name_renders_as_text(mock_app) -> None:
     app, _ = mock_app(ok_batch)
     client = app.test_client()
-    body = post_files(client, [(sample_png(), XSS_NAME), (sample_png(1), "b.png")]).get_data(as_text=True)
+    body = post_files(client, [(sample_png(), XSS_NAME), (sample_png(1), "b.png")]).get_data(
+        as_text=True
+    )
     assert "<script>alert(1)" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in body
 
@@ -100,8 +122,11 @@ def test_upload_over_limit_gives_413_page_and_json(mock_app) -> None:
     assert response.status_code == 413
     assert "Upload too large" in body and "10 KB" in body
     assert 'id="upload-form"' in body
-    api = client.post("/api/predict", data={"file": (io.BytesIO(b"\0" * 20_000), "big.png")},
-                      content_type="multipart/form-data")
+    api = client.post(
+        "/api/predict",
+        data={"file": (io.BytesIO(b"\0" * 20_000), "big.png")},
+        content_type="multipart/form-data",
+    )
     assert api.status_code == 413 and api.json["code"] == "upload_too_large"
     assert not [r for r in seen if r.url.path.startswith("/v1/")]
 
@@ -120,9 +145,11 @@ def test_too_many_or_no_files_is_a_clear_400(mock_app) -> None:
     response = post_files(client, [(b"x", f"{i}.png") for i in range(3)])
     assert response.status_code == 400
     assert "3 files chosen; the limit is 2" in response.get_data(as_text=True)
-    response = client.post("/predict", data={"csrf_token": csrf_token(client),
-                                             "files": (io.BytesIO(b""), "")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/predict",
+        data={"csrf_token": csrf_token(client), "files": (io.BytesIO(b""), "")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 400
     assert "no file chosen" in response.get_data(as_text=True)
     api = client.post("/api/predict", data={}, content_type="multipart/form-data")
@@ -146,9 +173,12 @@ def test_uploads_stay_in_memory(mock_app) -> None:
 
 def test_file_names_are_never_logged(mock_app, caplog) -> None:
     name = "Patient-Jane-Doe-1957.png"
-    app, _ = mock_app(lambda r: httpx.Response(
-        200 if r.url.path != "/v1/predict/batch" else 429,
-        json={"detail": "busy", "code": "overloaded"}))
+    app, _ = mock_app(
+        lambda r: httpx.Response(
+            200 if r.url.path != "/v1/predict/batch" else 429,
+            json={"detail": "busy", "code": "overloaded"},
+        )
+    )
     with caplog.at_level(logging.DEBUG):
         post_files(app.test_client(), [(sample_png(), name)])
         app2, _ = mock_app(ok_batch)
@@ -159,8 +189,9 @@ def test_file_names_are_never_logged(mock_app, caplog) -> None:
 
 def test_csv_download_escapes_formulas(mock_app) -> None:
     app, _ = mock_app(ok_batch)
-    body = post_files(app.test_client(), [(sample_png(), "=HYPERLINK(1).png"),
-                                          (sample_png(1), "b.png")]).get_data(as_text=True)
+    body = post_files(
+        app.test_client(), [(sample_png(), "=HYPERLINK(1).png"), (sample_png(1), "b.png")]
+    ).get_data(as_text=True)
     uri = re.search(r'href="data:text/csv;charset=utf-8;base64,([^"]+)"', body).group(1)
     rows = base64.b64decode(uri).decode().splitlines()
     assert rows[1].startswith("'=HYPERLINK(1).png,ok,40.0")

@@ -21,12 +21,27 @@ def from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
 def test_defaults_and_environment_names(monkeypatch) -> None:
     s = from_env(monkeypatch, {})
     assert (s.port, s.api_url) == (8080, "http://localhost:8000")
-    s = from_env(monkeypatch, {"PORT": "9090", "API_URL": "http://api:8000", "HOST": "127.0.0.1",
-                               "GATEWAY_MAX_UPLOAD_BYTES": "1000", "GATEWAY_API_TIMEOUT_S": "2.5",
-                               "GATEWAY_SECRET_KEY": "k" * 32, "GATEWAY_MAX_FILES": "3",
-                               "GATEWAY_WORKERS": ""})
+    s = from_env(
+        monkeypatch,
+        {
+            "PORT": "9090",
+            "API_URL": "http://api:8000",
+            "HOST": "127.0.0.1",
+            "GATEWAY_MAX_UPLOAD_BYTES": "1000",
+            "GATEWAY_API_TIMEOUT_S": "2.5",
+            "GATEWAY_SECRET_KEY": "k" * 32,
+            "GATEWAY_MAX_FILES": "3",
+            "GATEWAY_WORKERS": "",
+        },
+    )
     assert (s.port, s.api_url, s.host, s.max_upload_bytes, s.api_timeout_s, s.max_files) == (
-        9090, "http://api:8000", "127.0.0.1", 1000, 2.5, 3)
+        9090,
+        "http://api:8000",
+        "127.0.0.1",
+        1000,
+        2.5,
+        3,
+    )
     assert s.secret_key == "k" * 32
 
 
@@ -36,16 +51,24 @@ def test_secret_key_is_random_per_process_when_unset_and_never_printed(monkeypat
     assert a.secret_key not in repr(a)
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"PORT": "eighty"}, "Config 'PORT' has value 'eighty': Input should be a valid integer"),
-    ({"PORT": "70000"}, "Config 'PORT' has value '70000': Input should be less than or equal"),
-    ({"API_URL": "localhost:8000"}, "Config 'API_URL' has value 'localhost:8000'"),
-    ({"GATEWAY_API_TIMEOUT_S": "soon"},
-     "Config 'GATEWAY_API_TIMEOUT_S' has value 'soon': Input should be a valid number"),
-    ({"GATEWAY_MAX_FILES": "0"}, "Config 'GATEWAY_MAX_FILES' has value '0': Input should be greater"),
-    ({"GATEWAY_SECRET_KEY": "short"}, "Config 'GATEWAY_SECRET_KEY' has value '<hidden>'"),
-    ({"GATEWAY_LOG_LEVEL": "loud"}, "Config 'GATEWAY_LOG_LEVEL' has value 'LOUD'"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "Config 'PORT' has value 'eighty': Input should be a valid integer"),
+        ({"PORT": "70000"}, "Config 'PORT' has value '70000': Input should be less than or equal"),
+        ({"API_URL": "localhost:8000"}, "Config 'API_URL' has value 'localhost:8000'"),
+        (
+            {"GATEWAY_API_TIMEOUT_S": "soon"},
+            "Config 'GATEWAY_API_TIMEOUT_S' has value 'soon': Input should be a valid number",
+        ),
+        (
+            {"GATEWAY_MAX_FILES": "0"},
+            "Config 'GATEWAY_MAX_FILES' has value '0': Input should be greater",
+        ),
+        ({"GATEWAY_SECRET_KEY": "short"}, "Config 'GATEWAY_SECRET_KEY' has value '<hidden>'"),
+        ({"GATEWAY_LOG_LEVEL": "loud"}, "Config 'GATEWAY_LOG_LEVEL' has value 'LOUD'"),
+    ],
+)
 def test_bad_values_name_key_and_value(monkeypatch, env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as info:
         from_env(monkeypatch, env)

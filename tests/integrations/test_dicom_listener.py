@@ -15,21 +15,13 @@ import pytest
 from integrations.dicom_listener import Listener, ListenerSettings
 from service.settings import Settings
 from tests.support.models import make_model_dir, write_card
-from tests.support.pacs import LoopbackApi, cr_dicom, free_port
+from tests.support.pacs import MISMATCH, LoopbackApi, cr_dicom, free_port
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("storescu") and shutil.which("echoscu")),
     reason="dcmtk (storescu/echoscu) missing: scripts/system-deps.sh installs it",
 )
 
-MISMATCH = {
-    "method": "test",
-    "alpha": 0.01,
-    "age_scale_same": 5.0,
-    "age_scale_other": 15.0,
-    "p_male_prior": 0.5,
-    "thresholds": {"both": 4.0, "sex": 3.0, "age": 2.0},
-}
 N = 200
 
 

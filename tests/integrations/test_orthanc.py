@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.orthanc_scenario import ORTHANC, PLUGIN_SO
 from tests.support.pacs import netns_available, run_in_netns
-from tests.support.paths import NIH
+from tests.support.paths import MODELS, NIH
 
 MISSING = [p for p in (ORTHANC, PLUGIN_SO) if not os.path.exists(p)]
 pytestmark = [
@@ -31,9 +31,7 @@ def scenario(work: Path, trigger: str) -> dict:
             f"namespace; {why}"
         )
     out = work / "facts.json"
-    proc = run_in_netns(
-        "tests.support.orthanc_scenario", str(out), str(work), trigger, timeout=240
-    )
+    proc = run_in_netns("tests.support.orthanc_scenario", str(out), str(work), trigger, timeout=240)
     assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert "error" not in result, f"{result['error']}\n{result['orthanc_log_tail']}"
@@ -76,7 +74,8 @@ def test_sr_references_the_image_and_parses_back(facts: dict) -> None:
         assert "cxr-age-sex" in sr["series_description"]
         assert sr["MM_DECISION"][0].startswith(facts[name]["metadata"]["CxrVerifyDecision"])
         assert facts[name]["sr_study_same"]
-        assert sr["equipment"] == ["cxr-age-sex", "1.0.0"]
+        card = json.loads((MODELS / "model.json").read_text())
+        assert sr["equipment"] == [card["name"], card["version"]]
     # two images + two SRs; the SRs themselves were not sent to the API
     assert facts["instances_total"] == 4 and facts["stats"]["skipped"] == 2
 

@@ -36,17 +36,24 @@ def test_keys_and_open_paths_from_the_environment(secured) -> None:
     for key in KEYS.split(","):
         for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
             assert httpx.get(f"{url}/readyz", headers=headers).status_code == 200
-            r = httpx.post(f"{url}/v1/predict", headers=headers,
-                           files={"file": (f"{SECRET_NAME}.png", IMAGE)})
+            r = httpx.post(
+                f"{url}/v1/predict", headers=headers, files={"file": (f"{SECRET_NAME}.png", IMAGE)}
+            )
             assert r.status_code == 200, r.text
 
 
 def test_every_refusal_is_the_same_401_saying_nothing(secured) -> None:
     key = KEYS.split(",")[0]
     attempts = [
-        {}, {"X-API-Key": ""}, {"X-API-Key": key.upper()}, {"X-API-Key": key[:-1]},
-        {"X-API-Key": key + "x"}, {"Authorization": f"Basic {key}"}, {"Authorization": key},
-        {"Authorization": f"Bearer {key[:8]}"}, {"Authorization": "Bearer"},
+        {},
+        {"X-API-Key": ""},
+        {"X-API-Key": key.upper()},
+        {"X-API-Key": key[:-1]},
+        {"X-API-Key": key + "x"},
+        {"Authorization": f"Basic {key}"},
+        {"Authorization": key},
+        {"Authorization": f"Bearer {key[:8]}"},
+        {"Authorization": "Bearer"},
         {"X-Api-Key": f"{key},{key}"},
     ]
     bodies = set()
@@ -62,8 +69,15 @@ def test_every_refusal_is_the_same_401_saying_nothing(secured) -> None:
 def test_no_way_around_the_key(secured) -> None:
     host, port = secured.url.removeprefix("http://").split(":")
     key = KEYS.split(",")[0]
-    for target in ("/healthz/../v1/models", "/healthz/", "//v1/models", "/v1/models?p=/healthz",
-                   "/v1/models#/healthz", "/v1/%6dodels", f"/v1/models?api_key={key}"):
+    for target in (
+        "/healthz/../v1/models",
+        "/healthz/",
+        "//v1/models",
+        "/v1/models?p=/healthz",
+        "/v1/models#/healthz",
+        "/v1/%6dodels",
+        f"/v1/models?api_key={key}",
+    ):
         status = asyncio.run(raw_get(host, int(port), target))
         assert status in (401, 404), (target, status)  # never 200 without a key
     r = httpx.get(f"{secured.url}/v1/models", cookies={"api_key": key})
@@ -92,8 +106,10 @@ def test_web_app_uses_its_key_against_the_real_api(secured) -> None:
             assert "GATEWAY_API_KEY" in r.json["detail"]
 
 
-@pytest.mark.parametrize("tamper", ["swapped for another valid model", "truncated",
-                                    "card's sha256 edited", "card without sha256"])
+@pytest.mark.parametrize(
+    "tamper",
+    ["swapped for another valid model", "truncated", "card's sha256 edited", "card without sha256"],
+)
 def test_tampered_model_or_card_is_refused(tmp_path: Path, tamper: str) -> None:
     model_dir = make_model_dir(tmp_path / "m")
     model, card = model_dir / "model.onnx", model_dir / "model.json"
@@ -110,4 +126,3 @@ def test_tampered_model_or_card_is_refused(tmp_path: Path, tamper: str) -> None:
         card.write_text(json.dumps(data))
     with pytest.raises(ModelMismatch, match="sha256"):
         load_model(model, card)
-

@@ -26,8 +26,9 @@ RSS_GROWTH_LIMIT_MB = 150
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, model_dir: Path,
-        service_logs: list[Path]) -> Iterator[ServerProcess]:
+def api(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, service_logs: list[Path]
+) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("hostile") / "service.log"
     service_logs.append(log)
     svc = debug_service(log, MODEL_DIR=str(model_dir)).start()
@@ -48,22 +49,29 @@ def test_every_hostile_file_gets_a_named_4xx_and_memory_stays_bounded(api: Serve
         before = api.rss_mb()
         for case in HOSTILE:
             # as a multipart upload and as the raw body: both paths must refuse it the same way
-            for how, kwargs in (("multipart", {"files": {"file": (upload_name(case), case.data)}}),
-                                ("raw", {"content": case.data})):
+            for how, kwargs in (
+                ("multipart", {"files": {"file": (upload_name(case), case.data)}}),
+                ("raw", {"content": case.data}),
+            ):
                 r = client.post("/v1/predict", **kwargs)
                 statuses[r.status_code] += 1
                 body = r.json()
-                if (r.status_code != case.status or case.needle.lower() not in body["detail"].lower()
-                        or body["code"] in ("", "internal_error")):
+                if (
+                    r.status_code != case.status
+                    or case.needle.lower() not in body["detail"].lower()
+                    or body["code"] in ("", "internal_error")
+                ):
                     failures.append((case.name, how, r.status_code, body))
                 good = client.post("/v1/predict", content=GOOD)  # the next good request is served
                 if good.status_code != 200:
                     failures.append((case.name, "next good request", good.status_code, good.text))
         after = api.rss_mb()
     tried = sum(statuses.values())
-    print(f"\nhostile corpus: {len(HOSTILE)} files, {tried} requests; statuses {dict(statuses)}; "
-          f"4xx {sum(n for s, n in statuses.items() if 400 <= s < 500)}, "
-          f"5xx {sum(n for s, n in statuses.items() if s >= 500)}; RSS {before:.0f} → {after:.0f} MB")
+    print(
+        f"\nhostile corpus: {len(HOSTILE)} files, {tried} requests; statuses {dict(statuses)}; "
+        f"4xx {sum(n for s, n in statuses.items() if 400 <= s < 500)}, "
+        f"5xx {sum(n for s, n in statuses.items() if s >= 500)}; RSS {before:.0f} → {after:.0f} MB"
+    )
     assert failures == []
     assert all(400 <= s < 500 for s in statuses), statuses
     assert after - before < RSS_GROWTH_LIMIT_MB, (before, after)
@@ -84,8 +92,12 @@ def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0und
     """A multipart/form-data body built by hand, so tests control every byte."""
     out = b""
     for field, filename, data in parts:
-        disposition = f'form-data; name="{field}"' + (f'; filename="{filename}"' if filename else "")
-        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+        disposition = f'form-data; name="{field}"' + (
+            f'; filename="{filename}"' if filename else ""
+        )
+        out += (
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+        )
     return out + f"--{boundary}--\r\n".encode()
 
 
@@ -94,19 +106,51 @@ MALFORMED_REQUESTS = [
     # (what, content-type, body, status, text the message must contain)
     ("multipart with no file part", FORM, multipart([("note", None, b"hello")]), 400, "'file'"),
     ("multipart with no parts", FORM, b"--b0undary--\r\n", 400, "'file'"),
-    ("two file fields", FORM, multipart([("file", "a.png", GOOD), ("file", "b.png", GOOD)]), 400,
-     "got 2"),
-    ("file plus other fields", FORM, multipart([("file", "a.png", b""), ("x", None, b"1")]), 415,
-     "empty"),
-    ("9000-character file name", FORM, multipart([("file", "n" * 9000 + ".png", GOOD)]), 400,
-     "header"),
-    ("part without a name", FORM,
-     b'--b0undary\r\nContent-Disposition: form-data; filename="a.png"\r\n\r\nx\r\n--b0undary--\r\n',
-     400, "name"),
-    ("multipart without a boundary", "multipart/form-data", multipart([("file", "a.png", GOOD)]),
-     400, "boundary"),
-    ("multipart, wrong boundary", "multipart/form-data; boundary=other",
-     multipart([("file", "a.png", GOOD)]), 400, "multipart"),
+    (
+        "two file fields",
+        FORM,
+        multipart([("file", "a.png", GOOD), ("file", "b.png", GOOD)]),
+        400,
+        "got 2",
+    ),
+    (
+        "file plus other fields",
+        FORM,
+        multipart([("file", "a.png", b""), ("x", None, b"1")]),
+        415,
+        "empty",
+    ),
+    (
+        "9000-character file name",
+        FORM,
+        multipart([("file", "n" * 9000 + ".png", GOOD)]),
+        400,
+        "header",
+    ),
+    (
+        "part without a name",
+        FORM,
+        (
+            b"--b0undary\r\nContent-Disposition: form-data; "
+            b'filename="a.png"\r\n\r\nx\r\n--b0undary--\r\n'
+        ),
+        400,
+        "name",
+    ),
+    (
+        "multipart without a boundary",
+        "multipart/form-data",
+        multipart([("file", "a.png", GOOD)]),
+        400,
+        "boundary",
+    ),
+    (
+        "multipart, wrong boundary",
+        "multipart/form-data; boundary=other",
+        multipart([("file", "a.png", GOOD)]),
+        400,
+        "multipart",
+    ),
     ("raw image labelled multipart", FORM, GOOD, 400, "multipart"),
     ("PDF labelled image/png", "image/png", b"%PDF-1.4\n", 415, "pdf"),
     ("JSON labelled application/json", "application/json", b'{"image": "aGVsbG8="}', 415, "text"),
@@ -114,10 +158,14 @@ MALFORMED_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("what,content_type,body,status,needle", MALFORMED_REQUESTS,
-                         ids=[m[0] for m in MALFORMED_REQUESTS])
-def test_malformed_requests_get_a_named_4xx(api: ServerProcess, what: str, content_type: str,
-                                            body: bytes, status: int, needle: str) -> None:
+@pytest.mark.parametrize(
+    "what,content_type,body,status,needle",
+    MALFORMED_REQUESTS,
+    ids=[m[0] for m in MALFORMED_REQUESTS],
+)
+def test_malformed_requests_get_a_named_4xx(
+    api: ServerProcess, what: str, content_type: str, body: bytes, status: int, needle: str
+) -> None:
     with httpx.Client(base_url=api.url, timeout=30) as client:
         r = client.post("/v1/predict", content=body, headers={"Content-Type": content_type})
         assert r.status_code == status, (what, r.text)
@@ -125,10 +173,20 @@ def test_malformed_requests_get_a_named_4xx(api: ServerProcess, what: str, conte
         assert client.post("/v1/predict", content=GOOD).status_code == 200
 
 
-@pytest.mark.parametrize("content_type", ["application/pdf", "text/html", "application/json",
-                                          "image/gif", "application/octet-stream", ""])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/pdf",
+        "text/html",
+        "application/json",
+        "image/gif",
+        "application/octet-stream",
+        "",
+    ],
+)
 def test_a_real_image_under_a_wrong_content_type_is_judged_by_its_bytes(
-        api: ServerProcess, content_type: str) -> None:
+    api: ServerProcess, content_type: str
+) -> None:
     r = httpx.post(f"{api.url}/v1/predict", content=GOOD, headers={"Content-Type": content_type})
     assert r.status_code == 200, r.text
 
@@ -142,9 +200,15 @@ def test_hostile_corpus_through_the_web_apps_json_proxy(api: ServerProcess, capl
         with caplog.at_level("DEBUG"):
             for case in HOSTILE:
                 for how, kwargs in (
-                    ("multipart", {"data": {"file": (__import__("io").BytesIO(case.data),
-                                                     upload_name(case))},
-                                   "content_type": "multipart/form-data"}),
+                    (
+                        "multipart",
+                        {
+                            "data": {
+                                "file": (__import__("io").BytesIO(case.data), upload_name(case))
+                            },
+                            "content_type": "multipart/form-data",
+                        },
+                    ),
                     ("raw", {"data": case.data, "content_type": "application/octet-stream"}),
                 ):
                     r = client.post("/api/predict", **kwargs)
@@ -154,8 +218,10 @@ def test_hostile_corpus_through_the_web_apps_json_proxy(api: ServerProcess, capl
             good = client.post("/api/predict", data=GOOD, content_type="image/png")
     finally:
         web.extensions["api_client"].close()
-    print(f"\nweb JSON proxy: {len(HOSTILE)} hostile files, {sum(statuses.values())} requests; "
-          f"statuses {dict(statuses)}; 5xx {sum(n for s, n in statuses.items() if s >= 500)}")
+    print(
+        f"\nweb JSON proxy: {len(HOSTILE)} hostile files, {sum(statuses.values())} requests; "
+        f"statuses {dict(statuses)}; 5xx {sum(n for s, n in statuses.items() if s >= 500)}"
+    )
     assert wrong == []
     assert good.status_code == 200
     assert SECRET_NAME not in caplog.text

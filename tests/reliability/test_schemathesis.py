@@ -22,16 +22,20 @@ MAX_EXAMPLES = 25  # per operation and phase; the whole module runs in well unde
 
 
 @pytest.fixture(scope="module")
-def fuzzed_service(tmp_path_factory: pytest.TempPathFactory, model_dir: Path,
-                   service_logs: list[Path]) -> Iterator[ServerProcess]:
+def fuzzed_service(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, service_logs: list[Path]
+) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("schemathesis") / "service.log"
     service_logs.append(log)
     # small limits so generated bodies exercise the refusals too
     svc = debug_service(log, MODEL_DIR=str(model_dir), MAX_BATCH_FILES="4").start()
     yield svc
     assert svc.terminate() == 0
-    print(f"\nschemathesis: {sum(STATUSES.values())} requests, statuses {dict(sorted(STATUSES.items()))}, "
-          f"5xx {sum(n for s, n in STATUSES.items() if s >= 500)}")
+    print(
+        f"\nschemathesis: {sum(STATUSES.values())} requests, statuses "
+        f"{dict(sorted(STATUSES.items()))}, "
+        f"5xx {sum(n for s, n in STATUSES.items() if s >= 500)}"
+    )
 
 
 # DICOM bodies are bytes like application/octet-stream ones.
@@ -44,8 +48,13 @@ schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_api_conforms_to_its_schema_and_never_fails(case, fuzzed_service: ServerProcess) -> None:
     excluded = []
     if case.operation.path in IMAGE_UPLOADS:

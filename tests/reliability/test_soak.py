@@ -31,8 +31,12 @@ def rejections(url: str) -> float:
 
 
 def test_overload_soak_sheds_excess_answers_the_rest_memory_flat(start_service) -> None:
-    svc = start_service(MAX_BATCH_SIZE="4", MAX_QUEUE=str(MAX_QUEUE),
-                        REQUEST_TIMEOUT_MS=str(REQUEST_TIMEOUT_MS), LOG_LEVEL="INFO")
+    svc = start_service(
+        MAX_BATCH_SIZE="4",
+        MAX_QUEUE=str(MAX_QUEUE),
+        REQUEST_TIMEOUT_MS=str(REQUEST_TIMEOUT_MS),
+        LOG_LEVEL="INFO",
+    )
     payloads = [cheap_to_send_costly_to_decode(seed=i) for i in range(8)]
 
     # What the service sustains: a closed loop of 2 clients never has to be refused.
@@ -41,13 +45,22 @@ def test_overload_soak_sheds_excess_answers_the_rest_memory_flat(start_service) 
     sustainable = baseline.sent / 4
 
     rss: list[float] = []
-    overload = asyncio.run(run_load(svc.url, payloads, workers=12 * 2, duration_s=SOAK_S,
-                                    on_tick=lambda: rss.append(svc.rss_mb())))
+    overload = asyncio.run(
+        run_load(
+            svc.url,
+            payloads,
+            workers=12 * 2,
+            duration_s=SOAK_S,
+            on_tick=lambda: rss.append(svc.rss_mb()),
+        )
+    )
     rss.append(svc.rss_mb())
     offered = overload.sent / SOAK_S
-    print(f"\nsoak: sustainable ≈ {sustainable:.0f} req/s (2 clients); overload 24 clients for "
-          f"{SOAK_S:g} s offered {offered:.0f} req/s = {offered / sustainable:.1f}× — "
-          f"{overload.summary()}; RSS {rss[0]:.0f} → {rss[-1]:.0f} MB (max {max(rss):.0f})")
+    print(
+        f"\nsoak: sustainable ≈ {sustainable:.0f} req/s (2 clients); overload 24 clients for "
+        f"{SOAK_S:g} s offered {offered:.0f} req/s = {offered / sustainable:.1f}× — "
+        f"{overload.summary()}; RSS {rss[0]:.0f} → {rss[-1]:.0f} MB (max {max(rss):.0f})"
+    )
 
     assert overload.lost == 0 and overload.refused_connections == 0, overload.summary()
     statuses = overload.statuses()
@@ -71,19 +84,23 @@ def test_overload_soak_sheds_excess_answers_the_rest_memory_flat(start_service) 
 def test_excess_is_refused_before_its_upload_is_read(start_service) -> None:
     # one image held in the batcher (long max wait) fills a queue of one; MAX_QUEUE is per
     # worker process, so one worker (with two, the next connection may reach the idle one)
-    svc = start_service(MAX_BATCH_SIZE="64", MAX_WAIT_MS="3000", FLUSH_WHEN_IDLE="false",
-                        MAX_QUEUE="1", WORKERS="1")
+    svc = start_service(
+        MAX_BATCH_SIZE="64", MAX_WAIT_MS="3000", FLUSH_WHEN_IDLE="false", MAX_QUEUE="1", WORKERS="1"
+    )
     host, port = svc.url.removeprefix("http://").split(":")
 
     async def main() -> tuple[httpx.Response, bytes, httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
-            held = asyncio.create_task(client.post(f"{svc.url}/v1/predict",
-                                                   content=encode(xray(seed=1), "PNG")))
+            held = asyncio.create_task(
+                client.post(f"{svc.url}/v1/predict", content=encode(xray(seed=1), "PNG"))
+            )
             await asyncio.sleep(0.5)
             # headers announcing 10 MB, and not one byte of body: the answer must not need it
             reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                         b"Content-Length: 10000000\r\n\r\n")
+            writer.write(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 10000000\r\n\r\n"
+            )
             await writer.drain()
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             writer.close()

@@ -1,4 +1,5 @@
-"""Fixtures for the API tests: images and real uvicorn servers on the tiny model (tests/conftest.py)."""
+"""Fixtures for the API tests: images and real uvicorn servers on the tiny model
+(tests/conftest.py)."""
 
 from __future__ import annotations
 

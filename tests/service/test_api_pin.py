@@ -40,8 +40,11 @@ def without_timings(obj: object) -> object:
 
 def answers() -> dict[str, list]:
     good = png(xray(320, 288, seed=3))
-    colour = png(np.stack([xray(256, 256, seed=1), np.zeros((256, 256), np.uint8),
-                           xray(256, 256, seed=2)], -1))
+    colour = png(
+        np.stack(
+            [xray(256, 256, seed=1), np.zeros((256, 256), np.uint8), xray(256, 256, seed=2)], -1
+        )
+    )
     out: dict[str, list] = {}
     settings = Settings(model_dir=MODELS, preprocess_threads=1, ort_intra_op_threads=1)
     with TestClient(create_app(settings)) as c:
@@ -49,10 +52,14 @@ def answers() -> dict[str, list]:
         out["predict"] = [r.status_code, without_timings(r.json())]
         r = c.post("/v1/predict", content=colour, headers={"content-type": "image/png"})
         out["predict_colour"] = [r.status_code, without_timings(r.json())]
-        r = c.post("/v1/predict/batch?intervals=95", files=[
-            ("files", ("a.png", good, "image/png")),
-            ("files", ("b.pdf", b"%PDF-1.4 xx", "application/pdf")),
-            ("files", ("c.png", colour, "image/png"))])
+        r = c.post(
+            "/v1/predict/batch?intervals=95",
+            files=[
+                ("files", ("a.png", good, "image/png")),
+                ("files", ("b.pdf", b"%PDF-1.4 xx", "application/pdf")),
+                ("files", ("c.png", colour, "image/png")),
+            ],
+        )
         out["batch"] = [r.status_code, without_timings(r.json())]
         r = c.post("/v1/explain", files={"file": ("a.png", good, "image/png")})
         body = r.json()
@@ -60,17 +67,27 @@ def answers() -> dict[str, list]:
         body.pop("overlay_p_male_png")
         out["explain"] = [r.status_code, without_timings(body)]
         size = c.get("/v1/models").json()["preprocessing"]["size"]
-        x = np.asarray(Image.open(io.BytesIO(good)).convert("L").resize((size, size)),
-                       np.float32)
-        r = c.post("/v2/models/cxr-age-sex/infer", json={"inputs": [{
-            "name": "image", "datatype": "FP32", "shape": [1, size, size, 1],
-            "data": x.reshape(-1).tolist()}]})
+        x = np.asarray(Image.open(io.BytesIO(good)).convert("L").resize((size, size)), np.float32)
+        r = c.post(
+            "/v2/models/cxr-age-sex/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "image",
+                        "datatype": "FP32",
+                        "shape": [1, size, size, 1],
+                        "data": x.reshape(-1).tolist(),
+                    }
+                ]
+            },
+        )
         out["v2_infer"] = [r.status_code, r.json()]
         out["v2_meta"] = [200, c.get("/v2/models/cxr-age-sex").json()]
-        for name, (path, data) in {"bad_interval": ("/v1/predict?intervals=0.5", good),
-                                   "pdf": ("/v1/predict", b"%PDF-1.4 zz"),
-                                   "tiny": ("/v1/predict", png(np.zeros((8, 8), np.uint8)))
-                                   }.items():
+        for name, (path, data) in {
+            "bad_interval": ("/v1/predict?intervals=0.5", good),
+            "pdf": ("/v1/predict", b"%PDF-1.4 zz"),
+            "tiny": ("/v1/predict", png(np.zeros((8, 8), np.uint8))),
+        }.items():
             r = c.post(path, files={"file": ("x", data, "application/octet-stream")})
             out[name] = [r.status_code, r.json()]
         out["models"] = [200, c.get("/v1/models").json()["name"]]

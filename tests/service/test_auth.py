@@ -19,8 +19,13 @@ def secured(serve, settings_for):
 
 def test_no_key_or_wrong_key_is_401_without_detail(secured) -> None:
     data = encode(xray_array())
-    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer s3cret-key-"},
-                    {"Authorization": "Basic s3cret-key-1"}, {"X-API-Key": ""}):
+    for headers in (
+        {},
+        {"X-API-Key": "wrong"},
+        {"Authorization": "Bearer s3cret-key-"},
+        {"Authorization": "Basic s3cret-key-1"},
+        {"X-API-Key": ""},
+    ):
         r = httpx.post(f"{secured.url}/v1/predict", content=data, headers=headers)
         assert r.status_code == 401, headers
         assert r.json()["detail"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
@@ -30,8 +35,11 @@ def test_no_key_or_wrong_key_is_401_without_detail(secured) -> None:
 
 def test_either_header_with_any_key_is_accepted(secured) -> None:
     data = encode(xray_array())
-    for headers in ({"Authorization": "Bearer s3cret-key-1"}, {"authorization": "bearer other-key"},
-                    {"X-API-Key": "s3cret-key-1"}):
+    for headers in (
+        {"Authorization": "Bearer s3cret-key-1"},
+        {"authorization": "bearer other-key"},
+        {"X-API-Key": "s3cret-key-1"},
+    ):
         r = httpx.post(f"{secured.url}/v1/predict", content=data, headers=headers)
         assert r.status_code == 200, headers
 

@@ -98,7 +98,9 @@ def test_big_item_runs_as_one_batch_and_priority_orders() -> None:
         await b.start()
         first = asyncio.create_task(b.submit(rows(0)[0], timeout_s=5))
         await asyncio.sleep(0.05)  # first batch is now blocked in compute
-        bulk = asyncio.create_task(b.submit(np.concatenate(rows(*[7] * 5)), timeout_s=5, priority=1))
+        bulk = asyncio.create_task(
+            b.submit(np.concatenate(rows(*[7] * 5)), timeout_s=5, priority=1)
+        )
         await asyncio.sleep(0.01)
         urgent = asyncio.create_task(b.submit(rows(3)[0], timeout_s=5, priority=0))
         await asyncio.sleep(0.01)
@@ -152,8 +154,9 @@ def test_compute_failure_fails_whole_batch_then_recovers() -> None:
     async def main():
         b = Batcher(flaky, max_batch_size=4, max_wait_ms=30)
         await b.start()
-        bad = await asyncio.gather(*(b.submit(x, timeout_s=5) for x in rows(1, 99, 2)),
-                                   return_exceptions=True)
+        bad = await asyncio.gather(
+            *(b.submit(x, timeout_s=5) for x in rows(1, 99, 2)), return_exceptions=True
+        )
         good = await b.submit(rows(5)[0], timeout_s=5)
         await b.close(1)
         return bad, good
@@ -199,8 +202,13 @@ def test_flushes_at_once_when_nothing_else_is_coming() -> None:
     coming = {"n": 0}
 
     async def main():
-        b = Batcher(double, max_batch_size=8, max_wait_ms=2000, observer=obs,
-                    nothing_coming=lambda: coming["n"] == 0)
+        b = Batcher(
+            double,
+            max_batch_size=8,
+            max_wait_ms=2000,
+            observer=obs,
+            nothing_coming=lambda: coming["n"] == 0,
+        )
         await b.start()
         start = time.monotonic()
         await b.submit(rows(1)[0], timeout_s=5)

@@ -12,8 +12,9 @@ from tests.support.images import encode, xray_array
 
 async def post_many(url: str, payloads: list[bytes]) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=30) as client:
-        return await asyncio.gather(*(client.post(f"{url}/v1/predict", files={"file": ("x.png", p)})
-                                      for p in payloads))
+        return await asyncio.gather(
+            *(client.post(f"{url}/v1/predict", files={"file": ("x.png", p)}) for p in payloads)
+        )
 
 
 def test_concurrent_requests_are_batched(serve, settings_for) -> None:
@@ -30,13 +31,15 @@ def test_concurrent_requests_are_batched(serve, settings_for) -> None:
 
 def test_queue_full_gives_429_with_retry_after(serve, settings_for) -> None:
     # a long max_wait keeps the first request queued; the queue holds one image
-    srv = serve(settings_for(max_batch_size=64, max_wait_ms=1500, max_queue=1,
-                             flush_when_idle=False))
+    srv = serve(
+        settings_for(max_batch_size=64, max_wait_ms=1500, max_queue=1, flush_when_idle=False)
+    )
 
     async def main():
         async with httpx.AsyncClient(timeout=30) as client:
-            first = asyncio.create_task(client.post(f"{srv.url}/v1/predict",
-                                                    content=encode(xray_array(seed=1))))
+            first = asyncio.create_task(
+                client.post(f"{srv.url}/v1/predict", content=encode(xray_array(seed=1)))
+            )
             await asyncio.sleep(0.5)
             second = await client.post(f"{srv.url}/v1/predict", content=encode(xray_array(seed=2)))
             return await first, second
@@ -50,18 +53,25 @@ def test_queue_full_gives_429_with_retry_after(serve, settings_for) -> None:
 
 
 def test_deadline_gives_504(serve, settings_for) -> None:
-    srv = serve(settings_for(max_batch_size=64, max_wait_ms=3000, request_timeout_ms=200,
-                             flush_when_idle=False))
+    srv = serve(
+        settings_for(
+            max_batch_size=64, max_wait_ms=3000, request_timeout_ms=200, flush_when_idle=False
+        )
+    )
     r = httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array()), timeout=30)
     assert r.status_code == 504 and r.json()["code"] == "deadline_exceeded"
     assert "REQUEST_TIMEOUT_MS" in r.json()["detail"]
     assert scrape(srv.url)["cxr_rejections_total{reason=deadline}"] == 1
 
 
-def test_ort_failure_fails_the_batch_with_cause_then_serves(serve, settings_for,
-                                                            faulty_model_dir) -> None:
-    srv = serve(settings_for(model_dir=faulty_model_dir, max_batch_size=8, max_wait_ms=200,
-                             flush_when_idle=False))
+def test_ort_failure_fails_the_batch_with_cause_then_serves(
+    serve, settings_for, faulty_model_dir
+) -> None:
+    srv = serve(
+        settings_for(
+            model_dir=faulty_model_dir, max_batch_size=8, max_wait_ms=200, flush_when_idle=False
+        )
+    )
     bright = encode(xray_array(seed=1, brightness=1.6))  # max pixel > 250: the model's Gather fails
     dark = encode(xray_array(seed=2, brightness=0.5))
     responses = asyncio.run(post_many(srv.url, [bright, dark]))
@@ -79,8 +89,10 @@ def test_slow_upload_does_not_block_others(server) -> None:
 
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as slow:
-        slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                     b"Content-Length: 200000\r\n\r\n" + encode(xray_array())[:1000])
+        slow.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 200000\r\n\r\n" + encode(xray_array())[:1000]
+        )
         # the slow body is still arriving; everybody else is served meanwhile
         r = httpx.post(f"{server.url}/v1/predict", content=encode(xray_array(seed=3)), timeout=10)
         assert r.status_code == 200

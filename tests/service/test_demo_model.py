@@ -15,7 +15,8 @@ from tests.support.paths import MODELS, NIH_IMAGES
 
 pytestmark = pytest.mark.skipif(
     not (MODELS / "model.onnx").is_file() or not (MODELS / "model.json").is_file(),
-    reason="models/model.onnx + model.json not committed yet (make demo-model builds them)")
+    reason="models/model.onnx + model.json not committed yet (make demo-model builds them)",
+)
 
 
 @pytest.fixture(scope="module")

@@ -27,27 +27,39 @@ def build_regional_model(path) -> None:
 
     def region(name: str, starts: list[int]) -> list:
         return [
-            helper.make_node("Slice", ["image", f"{name}_start", f"{name}_end", "slice_axes"], [f"{name}_q"]),
+            helper.make_node(
+                "Slice", ["image", f"{name}_start", f"{name}_end", "slice_axes"], [f"{name}_q"]
+            ),
             helper.make_node("ReduceMean", [f"{name}_q", "mean_axes"], [f"{name}_m"], keepdims=0),
-        ], [helper.make_tensor(f"{name}_start", TensorProto.INT64, [2], starts),
-            helper.make_tensor(f"{name}_end", TensorProto.INT64, [2], [s + HALF for s in starts])]
+        ], [
+            helper.make_tensor(f"{name}_start", TensorProto.INT64, [2], starts),
+            helper.make_tensor(f"{name}_end", TensorProto.INT64, [2], [s + HALF for s in starts]),
+        ]
 
     age_nodes, age_inits = region("age", [0, 0])
     sex_nodes, sex_inits = region("sex", [HALF, HALF])
-    nodes = [*age_nodes, *sex_nodes,
-             helper.make_node("Mul", ["age_m", "a"], ["age_s"]),
-             helper.make_node("Add", ["age_s", "b"], ["age_flat"]),
-             helper.make_node("Unsqueeze", ["age_flat", "one"], ["age"]),
-             helper.make_node("Sub", ["sex_m", "c"], ["sex_c"]),
-             helper.make_node("Div", ["sex_c", "d"], ["sex_l"]),
-             helper.make_node("Sigmoid", ["sex_l"], ["sex_p"]),
-             helper.make_node("Unsqueeze", ["sex_p", "one"], ["p_male"])]
-    inits = [*age_inits, *sex_inits,
-             helper.make_tensor("slice_axes", TensorProto.INT64, [2], [1, 2]),
-             helper.make_tensor("mean_axes", TensorProto.INT64, [3], [1, 2, 3]),
-             helper.make_tensor("one", TensorProto.INT64, [1], [1]),
-             helper.make_tensor("a", f, [], [0.3]), helper.make_tensor("b", f, [], [10.0]),
-             helper.make_tensor("c", f, [], [100.0]), helper.make_tensor("d", f, [], [20.0])]
+    nodes = [
+        *age_nodes,
+        *sex_nodes,
+        helper.make_node("Mul", ["age_m", "a"], ["age_s"]),
+        helper.make_node("Add", ["age_s", "b"], ["age_flat"]),
+        helper.make_node("Unsqueeze", ["age_flat", "one"], ["age"]),
+        helper.make_node("Sub", ["sex_m", "c"], ["sex_c"]),
+        helper.make_node("Div", ["sex_c", "d"], ["sex_l"]),
+        helper.make_node("Sigmoid", ["sex_l"], ["sex_p"]),
+        helper.make_node("Unsqueeze", ["sex_p", "one"], ["p_male"]),
+    ]
+    inits = [
+        *age_inits,
+        *sex_inits,
+        helper.make_tensor("slice_axes", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor("mean_axes", TensorProto.INT64, [3], [1, 2, 3]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("a", f, [], [0.3]),
+        helper.make_tensor("b", f, [], [10.0]),
+        helper.make_tensor("c", f, [], [100.0]),
+        helper.make_tensor("d", f, [], [20.0]),
+    ]
     save_model(nodes, inits, age_sex_outputs(), path, name="regional")
 
 
@@ -81,8 +93,9 @@ def test_hot_patches_are_where_the_model_looks(serve, settings_for, regional_dir
 
     # the same numbers straight from ONNX Runtime on the same preprocessed image
     x = preprocess_bytes(data, PreprocessParams(size=SIZE))
-    session = ort.InferenceSession(str(regional_dir / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(regional_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     direct_age, _ = session.run(["age", "p_male"], {"image": explain.occlusion_batch(x, grid)})
     assert age == pytest.approx(explain.sensitivity(direct_age, grid), abs=1e-3)
     assert body["age_years"] == pytest.approx(float(direct_age[0, 0]), abs=1e-4)
@@ -94,8 +107,15 @@ def test_hot_patches_are_where_the_model_looks(serve, settings_for, regional_dir
 
 def test_explanations_have_their_own_concurrency_limit(serve, settings_for, regional_dir) -> None:
     # a long max_wait keeps the first explanation in the queue while the second arrives
-    srv = serve(settings_for(model_dir=regional_dir, max_batch_size=128, max_wait_ms=1500,
-                             flush_when_idle=False, explain_concurrency=1))
+    srv = serve(
+        settings_for(
+            model_dir=regional_dir,
+            max_batch_size=128,
+            max_wait_ms=1500,
+            flush_when_idle=False,
+            explain_concurrency=1,
+        )
+    )
 
     async def main():
         async with httpx.AsyncClient(timeout=30) as client:

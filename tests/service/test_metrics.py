@@ -24,13 +24,21 @@ def exercise(url: str) -> None:
     httpx.get(f"{url}/no/such/path/12345")
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None and not os.path.exists(PROMTOOL),
-                    reason="promtool not installed (scripts/system-deps.sh installs it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None and not os.path.exists(PROMTOOL),
+    reason="promtool not installed (scripts/system-deps.sh installs it)",
+)
 def test_promtool_check_metrics_passes(server) -> None:
     exercise(server.url)
     text = httpx.get(f"{server.url}/metrics").text
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -49,8 +57,14 @@ def test_promised_series_present(server) -> None:
     assert m["cxr_predicted_age_years_count"] == 2
     assert sum(v for k, v in m.items() if k.startswith("cxr_predicted_sex_total")) == 2
     assert m["cxr_queue_depth"] == 0 and m["cxr_requests_in_flight"] == 1  # this scrape
-    assert m["cxr_model_info{name=cxr-age-sex,sha256=" +
-             httpx.get(f"{server.url}/v1/models").json()["sha256"] + ",version=0.0.1-test}"] == 1
+    assert (
+        m[
+            "cxr_model_info{name=cxr-age-sex,sha256="
+            + httpx.get(f"{server.url}/v1/models").json()["sha256"]
+            + ",version=0.0.1-test}"
+        ]
+        == 1
+    )
     assert m["cxr_images_total{format=png}"] == 2
     # raw paths never become labels
     assert not any("12345" in k or "some-other-name" in k for k in m)

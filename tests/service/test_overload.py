@@ -13,18 +13,31 @@ from tests.support.procs import ServerProcess
 
 
 def test_overload_sheds_with_429_and_loses_nothing(model_dir, tmp_path) -> None:
-    svc = ServerProcess("service", log=tmp_path / "service.log", env={
-        "MODEL_DIR": str(model_dir), "MAX_BATCH_SIZE": "4", "MAX_QUEUE": "8",
-        "PREPROCESS_THREADS": "2", "LOG_LEVEL": "WARNING"})
+    svc = ServerProcess(
+        "service",
+        log=tmp_path / "service.log",
+        env={
+            "MODEL_DIR": str(model_dir),
+            "MAX_BATCH_SIZE": "4",
+            "MAX_QUEUE": "8",
+            "PREPROCESS_THREADS": "2",
+            "LOG_LEVEL": "WARNING",
+        },
+    )
     url = svc.url
     payloads = [encode(xray_array(512, 512, seed=i)) for i in range(8)]
 
     async def flood(n: int, concurrency: int) -> list[httpx.Response | BaseException]:
         limits = httpx.Limits(max_connections=concurrency)
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-            return await asyncio.gather(*(client.post(f"{url}/v1/predict",
-                                                      content=payloads[i % len(payloads)])
-                                          for i in range(n)), return_exceptions=True)
+            return await asyncio.gather(
+                *(
+                    client.post(f"{url}/v1/predict", content=payloads[i % len(payloads)])
+                    for i in range(n)
+                ),
+                return_exceptions=True,
+            )
+
     with svc.start(timeout_s=30):
         asyncio.run(flood(40, 8))  # warm the allocator before measuring memory
         before = svc.rss_mb()

@@ -30,16 +30,25 @@ def test_predict_multipart_equals_direct_ort(server, model_dir, xray_png) -> Non
 def test_predict_raw_body_same_answer(server, xray_png) -> None:
     data = xray_png(seed=2, brightness=1.4)
     multipart = httpx.post(f"{server.url}/v1/predict", files={"file": ("a.png", data)}).json()
-    raw = httpx.post(f"{server.url}/v1/predict", content=data, headers={"Content-Type": "image/png"})
+    raw = httpx.post(
+        f"{server.url}/v1/predict", content=data, headers={"Content-Type": "image/png"}
+    )
     assert raw.status_code == 200, raw.text
     assert raw.json()["age_years"] == multipart["age_years"]
     assert raw.json()["p_male"] == multipart["p_male"]
 
 
-@pytest.mark.parametrize("fmt,mode,save", [
-    ("JPEG", "CMYK", {}), ("TIFF", None, {}), ("BMP", None, {}), ("WEBP", None, {"lossless": True}),
-    ("PNG", "RGBA", {}), ("PNG", "P", {}),
-])
+@pytest.mark.parametrize(
+    "fmt,mode,save",
+    [
+        ("JPEG", "CMYK", {}),
+        ("TIFF", None, {}),
+        ("BMP", None, {}),
+        ("WEBP", None, {"lossless": True}),
+        ("PNG", "RGBA", {}),
+        ("PNG", "P", {}),
+    ],
+)
 def test_other_formats_accepted(server, model_dir, fmt, mode, save) -> None:
     data = encode(xray_array(seed=3), fmt, mode, **save)
     r = httpx.post(f"{server.url}/v1/predict", content=data)
@@ -48,7 +57,7 @@ def test_other_formats_accepted(server, model_dir, fmt, mode, save) -> None:
 
 
 def test_sixteen_bit_png_accepted(server) -> None:
-    wide = (xray_array(seed=4).astype(np.uint16) * 200)
+    wide = xray_array(seed=4).astype(np.uint16) * 200
     buf = io.BytesIO()
     Image.fromarray(wide).save(buf, format="PNG")
     assert httpx.post(f"{server.url}/v1/predict", content=buf.getvalue()).status_code == 200
@@ -56,10 +65,12 @@ def test_sixteen_bit_png_accepted(server) -> None:
 
 def test_batch_keeps_order_and_reports_item_errors(server, model_dir, xray_png) -> None:
     good_a, good_b = xray_png(seed=5), xray_png(seed=6, brightness=0.5)
-    files = [("files", ("a.png", good_a, "image/png")),
-             ("files", ("b.pdf", b"%PDF-1.7\n...", "application/pdf")),
-             ("files", ("c.png", good_b, "image/png")),
-             ("files", ("d.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "image/png"))]
+    files = [
+        ("files", ("a.png", good_a, "image/png")),
+        ("files", ("b.pdf", b"%PDF-1.7\n...", "application/pdf")),
+        ("files", ("c.png", good_b, "image/png")),
+        ("files", ("d.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "image/png")),
+    ]
     r = httpx.post(f"{server.url}/v1/predict/batch", files=files)
     assert r.status_code == 200, r.text
     body = r.json()

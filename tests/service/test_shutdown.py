@@ -12,11 +12,20 @@ from tests.support.procs import ServerProcess
 
 
 def test_sigterm_drains_queued_and_in_flight_requests(model_dir, tmp_path) -> None:
-    svc = ServerProcess("service", log=tmp_path / "service.log", env={
-        "MODEL_DIR": str(model_dir),
-        # requests sit queued in the batcher when SIGTERM lands
-        "MAX_BATCH_SIZE": "64", "MAX_WAIT_MS": "1000", "FLUSH_WHEN_IDLE": "false",
-        "SHUTDOWN_GRACE_S": "0.5", "DRAIN_TIMEOUT_S": "10", "PREPROCESS_THREADS": "2"})
+    svc = ServerProcess(
+        "service",
+        log=tmp_path / "service.log",
+        env={
+            "MODEL_DIR": str(model_dir),
+            # requests sit queued in the batcher when SIGTERM lands
+            "MAX_BATCH_SIZE": "64",
+            "MAX_WAIT_MS": "1000",
+            "FLUSH_WHEN_IDLE": "false",
+            "SHUTDOWN_GRACE_S": "0.5",
+            "DRAIN_TIMEOUT_S": "10",
+            "PREPROCESS_THREADS": "2",
+        },
+    )
     url = svc.url
     with svc.start(timeout_s=30):
         proc = svc.proc
@@ -24,8 +33,10 @@ def test_sigterm_drains_queued_and_in_flight_requests(model_dir, tmp_path) -> No
 
         async def scenario():
             async with httpx.AsyncClient(timeout=30) as client:
-                sent = [asyncio.create_task(client.post(f"{url}/v1/predict", content=p))
-                        for p in payloads]
+                sent = [
+                    asyncio.create_task(client.post(f"{url}/v1/predict", content=p))
+                    for p in payloads
+                ]
                 await asyncio.sleep(0.3)  # all accepted and waiting in the batcher
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.1)

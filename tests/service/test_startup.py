@@ -21,9 +21,15 @@ from tests.support.paths import REPO
 
 def run_service(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`python -m service` to completion (it must exit by itself)."""
-    return subprocess.run([sys.executable, "-m", "service"], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, check=False,
-                          env={**os.environ, "HOST": "127.0.0.1", "PORT": "0", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "HOST": "127.0.0.1", "PORT": "0", **env},
+    )
 
 
 def test_bad_setting_named_with_value(monkeypatch) -> None:
@@ -53,15 +59,24 @@ def test_tampered_model_refuses_to_start(tmp_path) -> None:
     assert "refusing to start" in result.stderr and "sha256" in result.stderr
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"input": {"name": "pixels", "shape": [None, 64, 64, 1], "dtype": "float32"}},
-     "model input is named 'image'; card says 'pixels'"),
-    ({"input": {"name": "image", "shape": [None, 32, 32, 1], "dtype": "float32"}},
-     "model input shape is [None, 64, 64, 1]; card says [None, 32, 32, 1]"),
-    ({"input": {"name": "image", "shape": [None, 64, 64, 1], "dtype": "uint8"}},
-     "model input dtype is float32; card says uint8"),
-    ({"outputs": [{"name": "age"}, {"name": "gender"}]}, "card output 'gender'"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (
+            {"input": {"name": "pixels", "shape": [None, 64, 64, 1], "dtype": "float32"}},
+            "model input is named 'image'; card says 'pixels'",
+        ),
+        (
+            {"input": {"name": "image", "shape": [None, 32, 32, 1], "dtype": "float32"}},
+            "model input shape is [None, 64, 64, 1]; card says [None, 32, 32, 1]",
+        ),
+        (
+            {"input": {"name": "image", "shape": [None, 64, 64, 1], "dtype": "uint8"}},
+            "model input dtype is float32; card says uint8",
+        ),
+        ({"outputs": [{"name": "age"}, {"name": "gender"}]}, "card output 'gender'"),
+    ],
+)
 def test_card_mismatch_refused(tmp_path, change, needle) -> None:
     model_dir = make_model_dir(tmp_path / "m")
     write_card(model_dir, **change)
@@ -85,8 +100,9 @@ def test_readiness_503_then_200_then_503(settings_for) -> None:
 
     async def main() -> list[int]:
         statuses = []
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
             statuses.append((await client.get("/readyz")).status_code)  # lifespan not started
             statuses.append((await client.get("/v2/health/ready")).status_code)
             statuses.append((await client.post("/v1/predict", content=b"x")).status_code)
@@ -107,8 +123,10 @@ def test_readiness_503_then_200_then_503(settings_for) -> None:
 
 def _with_state(app, state):
     """ASGI wrapper that injects lifespan state into each request scope (what uvicorn does)."""
+
     async def wrapped(scope, receive, send):
         if scope["type"] == "http":
             scope = {**scope, "state": dict(state)}
         await app(scope, receive, send)
+
     return wrapped

@@ -21,10 +21,18 @@ def trust_model_dir(tmp_path_factory):
     root = make_model_dir(tmp_path_factory.mktemp("trust"), embedding=True)
     reference = preprocess_bytes(encode(xray_array(seed=0)), PreprocessParams(size=SIZE))
     centre = float(reference.mean() / 255)
-    write_card(root, outputs=[{"name": "age"}, {"name": "p_male"}, {"name": "embedding"}],
-               age_interval={"quantiles": {"0.8": 7.0, "0.9": QUANTILE_90, "0.95": 14.0}},
-               input_guard={"embedding_output": "embedding", "dim": 1, "mean": [centre],
-                            "inv_cov": [[400.0]], "threshold": 2.0})
+    write_card(
+        root,
+        outputs=[{"name": "age"}, {"name": "p_male"}, {"name": "embedding"}],
+        age_interval={"quantiles": {"0.8": 7.0, "0.9": QUANTILE_90, "0.95": 14.0}},
+        input_guard={
+            "embedding_output": "embedding",
+            "dim": 1,
+            "mean": [centre],
+            "inv_cov": [[400.0]],
+            "threshold": 2.0,
+        },
+    )
     return root
 
 
@@ -36,7 +44,9 @@ def test_interval_and_no_warning_for_a_typical_image(serve, settings_for, trust_
     srv = serve(settings_for(model_dir=trust_model_dir))
     body = httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array(seed=1))).json()
     age = body["age_years"]
-    assert body["age_interval_90"] == pytest.approx([age - QUANTILE_90, age + QUANTILE_90], abs=0.01)
+    assert body["age_interval_90"] == pytest.approx(
+        [age - QUANTILE_90, age + QUANTILE_90], abs=0.01
+    )
     assert body["warnings"] == []
 
 
@@ -47,8 +57,13 @@ def test_unusual_image_is_flagged_not_refused(serve, settings_for, trust_model_d
     warnings = {w["code"]: w["message"] for w in r.json()["warnings"]}
     assert set(warnings) == {"near_constant", "unusual_input"}
     assert "threshold 2.0" in warnings["unusual_input"]
-    batch = httpx.post(f"{srv.url}/v1/predict/batch", files=[
-        ("files", ("a.png", encode(xray_array(seed=2)))), ("files", ("b.png", unusual_png()))])
+    batch = httpx.post(
+        f"{srv.url}/v1/predict/batch",
+        files=[
+            ("files", ("a.png", encode(xray_array(seed=2)))),
+            ("files", ("b.png", unusual_png())),
+        ],
+    )
     assert [len(x["warnings"]) for x in batch.json()["results"]] == [0, 2]
     m = scrape(srv.url)
     assert m["cxr_input_warnings_total{code=unusual_input}"] == 2
@@ -61,7 +76,9 @@ def test_strict_guard_refuses_with_422(serve, settings_for, trust_model_dir) -> 
     r = httpx.post(f"{srv.url}/v1/predict", content=unusual_png())
     assert r.status_code == 422 and r.json()["code"] == "input_guard"
     assert "STRICT_INPUT_GUARD" in r.json()["detail"]
-    assert httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array(seed=3))).status_code == 200
+    assert (
+        httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array(seed=3))).status_code == 200
+    )
 
 
 def test_interval_clipped_and_absent_without_card_section(server, settings_for) -> None:

@@ -45,7 +45,9 @@ def test_tritonclient_tensor_input(server, model_dir, binary) -> None:
     assert age.shape == (3, 1)
     for i, f in enumerate(files):
         assert age[i, 0] == pytest.approx(direct_ort(model_dir, f)[0], abs=1e-4)
-        assert result.as_numpy("p_male")[i, 0] == pytest.approx(direct_ort(model_dir, f)[1], abs=1e-6)
+        assert result.as_numpy("p_male")[i, 0] == pytest.approx(
+            direct_ort(model_dir, f)[1], abs=1e-6
+        )
 
 
 def test_tritonclient_uint8_tensor_default_outputs(server) -> None:
@@ -61,8 +63,11 @@ def test_tritonclient_uint8_tensor_default_outputs(server) -> None:
 
 
 def test_tritonclient_bytes_input_encoded_files(server, model_dir) -> None:
-    files = [encode(xray_array(seed=5)), encode(xray_array(seed=6), "JPEG"),
-             dicom(xray_array(seed=7).astype(np.uint16) * 16)]
+    files = [
+        encode(xray_array(seed=5)),
+        encode(xray_array(seed=6), "JPEG"),
+        dicom(xray_array(seed=7).astype(np.uint16) * 16),
+    ]
     data = np.array(files, dtype=np.object_)
     item = triton.InferInput("image_bytes", [len(files)], "BYTES")
     item.set_data_from_numpy(data)
@@ -88,7 +93,9 @@ def test_wrong_shape_and_dtype_named(server) -> None:
 def test_bytes_input_bad_file_names_the_item(server) -> None:
     item = triton.InferInput("image_bytes", [2], "BYTES")
     item.set_data_from_numpy(np.array([encode(xray_array()), b"%PDF-1.4"], dtype=np.object_))
-    with pytest.raises(InferenceServerException, match=r"image_bytes\[1\]: not a supported image") as e:
+    with pytest.raises(
+        InferenceServerException, match=r"image_bytes\[1\]: not a supported image"
+    ) as e:
         client_for(server).infer("cxr-age-sex", [item])
     assert e.value.status() == "415"
 
@@ -96,69 +103,242 @@ def test_bytes_input_bad_file_names_the_item(server) -> None:
 def test_plain_json_requests(server, model_dir) -> None:
     f = encode(xray_array(seed=8))
     url = f"{server.url}/v2/models/cxr-age-sex/infer"
-    body = {"id": "r1", "inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
-                                    "data": [base64.b64encode(f).decode()]}]}
+    body = {
+        "id": "r1",
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(f).decode()],
+            }
+        ],
+    }
     r = httpx.post(url, json=body)
     assert r.status_code == 200, r.text
     out = {o["name"]: o for o in r.json()["outputs"]}
     assert r.json()["id"] == "r1" and out["age"]["shape"] == [1, 1]
     assert out["age"]["data"][0] == pytest.approx(direct_ort(model_dir, f)[0], abs=1e-4)
     x = preprocess_bytes(f, PreprocessParams(size=SIZE))
-    r = httpx.post(url, json={"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1],
-                                          "datatype": "FP32", "data": x.reshape(-1).tolist()}],
-                              "outputs": [{"name": "p_male"}]})
+    r = httpx.post(
+        url,
+        json={
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1, SIZE, SIZE, 1],
+                    "datatype": "FP32",
+                    "data": x.reshape(-1).tolist(),
+                }
+            ],
+            "outputs": [{"name": "p_male"}],
+        },
+    )
     assert [o["name"] for o in r.json()["outputs"]] == ["p_male"]
     assert r.json()["outputs"][0]["data"][0] == pytest.approx(direct_ort(model_dir, f)[1], abs=1e-6)
 
 
-@pytest.mark.parametrize("body,needle", [
-    ({"inputs": []}, "non-empty 'inputs'"),
-    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
-                  "data": [0.0] * 10}]}, "needs 4096"),
-    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "UINT8",
-                  "data": [300] * SIZE * SIZE}]}, "not UINT8"),
-    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
-                  "data": ["NaN"] * SIZE * SIZE}]}, "NaN"),
-    ({"inputs": [{"name": "pixels", "shape": [1], "datatype": "FP32", "data": [1]}]}, "unknown input"),
-    ({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
-     "base64"),
-    ({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
-                  "data": [base64.b64encode(b"x").decode()]}], "outputs": [{"name": "gender"}]},
-     "not a supported image"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ({"inputs": []}, "non-empty 'inputs'"),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, SIZE, SIZE, 1],
+                        "datatype": "FP32",
+                        "data": [0.0] * 10,
+                    }
+                ]
+            },
+            "needs 4096",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, SIZE, SIZE, 1],
+                        "datatype": "UINT8",
+                        "data": [300] * SIZE * SIZE,
+                    }
+                ]
+            },
+            "not UINT8",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, SIZE, SIZE, 1],
+                        "datatype": "FP32",
+                        "data": ["NaN"] * SIZE * SIZE,
+                    }
+                ]
+            },
+            "NaN",
+        ),
+        (
+            {"inputs": [{"name": "pixels", "shape": [1], "datatype": "FP32", "data": [1]}]},
+            "unknown input",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}
+                ]
+            },
+            "base64",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image_bytes",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "data": [base64.b64encode(b"x").decode()],
+                    }
+                ],
+                "outputs": [{"name": "gender"}],
+            },
+            "not a supported image",
+        ),
+    ],
+)
 def test_bad_json_requests_are_400(server, body, needle) -> None:
     _assert_4xx(server, body, needle)
 
 
-@pytest.mark.parametrize("body,needle", [
-    ({"inputs": "image"}, "non-empty 'inputs'"),
-    ([1, 2], "non-empty 'inputs'"),
-    ({"inputs": [7]}, "must be an object"),
-    ({"inputs": [{"name": "image", "shape": "1,64", "datatype": "FP32", "data": []}]}, "shape"),
-    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1],
-                  "parameters": ["x"]}]}, "'parameters' must be an object"),
-    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
-      "parameters": 3}, "'parameters' must be an object"),
-    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
-      "outputs": [{"name": "age", "parameters": "binary"}]}, "'parameters' must be an object"),
-    ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
-      "outputs": [{"nom": "age"}]}, "string 'name'"),
-    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
-                  "data": {"a": 1}}]}, "not FP32"),
-    ({"inputs": [{"name": "image", "shape": [2**40, SIZE, SIZE, 1], "datatype": "FP32",
-                  "data": [1.0]}]}, "values; shape"),
-    ({"inputs": [{"name": "image", "shape": [2**62, 2**62, 4], "datatype": "FP32",
-                  "data": []}]}, "values; shape"),
-    ({"inputs": [{"name": "image", "shape": [0, SIZE, SIZE, 1], "datatype": "FP32",
-                  "data": []}]}, "N ≥ 1"),
-    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
-                  "parameters": {"binary_data_size": 10**9}}]}, "exceeds the body"),
-    ({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
-                  "data": [[1, 2], [3]]}]}, "base64 string"),
-    ({"inputs": [{"name": "image", "shape": [1, SIZE, SIZE, 1], "datatype": "FP32",
-                  "data": [0.0] * SIZE * SIZE}], "outputs": [{"name": "gender"}]},
-     "unknown outputs ['gender']"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ({"inputs": "image"}, "non-empty 'inputs'"),
+        ([1, 2], "non-empty 'inputs'"),
+        ({"inputs": [7]}, "must be an object"),
+        ({"inputs": [{"name": "image", "shape": "1,64", "datatype": "FP32", "data": []}]}, "shape"),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1],
+                        "datatype": "FP32",
+                        "data": [1],
+                        "parameters": ["x"],
+                    }
+                ]
+            },
+            "'parameters' must be an object",
+        ),
+        (
+            {
+                "inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "parameters": 3,
+            },
+            "'parameters' must be an object",
+        ),
+        (
+            {
+                "inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "outputs": [{"name": "age", "parameters": "binary"}],
+            },
+            "'parameters' must be an object",
+        ),
+        (
+            {
+                "inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "outputs": [{"nom": "age"}],
+            },
+            "string 'name'",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, SIZE, SIZE, 1],
+                        "datatype": "FP32",
+                        "data": {"a": 1},
+                    }
+                ]
+            },
+            "not FP32",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [2**40, SIZE, SIZE, 1],
+                        "datatype": "FP32",
+                        "data": [1.0],
+                    }
+                ]
+            },
+            "values; shape",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [2**62, 2**62, 4], "datatype": "FP32", "data": []}
+                ]
+            },
+            "values; shape",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [0, SIZE, SIZE, 1], "datatype": "FP32", "data": []}
+                ]
+            },
+            "N ≥ 1",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, SIZE, SIZE, 1],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": 10**9},
+                    }
+                ]
+            },
+            "exceeds the body",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image_bytes",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "data": [[1, 2], [3]],
+                    }
+                ]
+            },
+            "base64 string",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, SIZE, SIZE, 1],
+                        "datatype": "FP32",
+                        "data": [0.0] * SIZE * SIZE,
+                    }
+                ],
+                "outputs": [{"name": "gender"}],
+            },
+            "unknown outputs ['gender']",
+        ),
+    ],
+)
 def test_hostile_json_requests_are_4xx(server, body, needle) -> None:
     _assert_4xx(server, body, needle)
 

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from service.settings import Settings
 from tests.support.images import encode
 from tests.support.models import make_model_dir, write_card
+from tests.support.pacs import MISMATCH, cr_dicom
 from tests.support.servers import RunningServer
 
-# Fixed parameters so the decisions below follow from the tiny model's outputs, not from data.
-MISMATCH = {
-    "method": "test",
-    "alpha": 0.01,
-    "age_scale_same": 5.0,
-    "age_scale_other": 15.0,
-    "p_male_prior": 0.5,
-    "thresholds": {"both": 4.0, "sex": 3.0, "age": 2.0},
-}
 BRIGHT = 210  # tiny model: p_male = sigmoid((mean − 100)/20) ≈ 1, age = 0.3·mean + 10 ≈ 70
 
 
@@ -36,33 +23,6 @@ def grey(level: int = BRIGHT, size: int = 96) -> np.ndarray:
     img = np.full((size, size), level, np.uint8)
     img[40:56, 40:56] = max(level - 40, 0)  # not perfectly constant
     return img
-
-
-def cr_dicom(pixels: np.ndarray, **tags: str) -> bytes:
-    """A CR Part-10 file with the given patient tags (PatientSex='M', PatientAge='070Y', …)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\x00" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.Modality = "CR"
-    with warnings.catch_warnings():  # hostile values on purpose ('12X', '19991399')
-        warnings.simplefilter("ignore")
-        for key, value in tags.items():
-            setattr(ds, key, value)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = pixels.astype(np.uint8).tobytes()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,20 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.support.paths import REPO
+from tests.support.procs import free_port  # noqa: F401 - re-exported for the PACS tests
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+
+
+# Fixed mismatch parameters for the tiny model's cards: decisions follow from its outputs, not data.
+MISMATCH = {
+    "method": "test",
+    "alpha": 0.01,
+    "age_scale_same": 5.0,
+    "age_scale_other": 15.0,
+    "p_male_prior": 0.5,
+    "thresholds": {"both": 4.0, "sex": 3.0, "age": 2.0},
+}
 
 
 def cr_dicom(pixels: np.ndarray, *, study_uid: str | None = None, **tags: str) -> bytes:
@@ -48,12 +60,6 @@ def cr_dicom(pixels: np.ndarray, *, study_uid: str | None = None, **tags: str) -
         warnings.simplefilter("ignore")
         pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def netns_available() -> str | None:

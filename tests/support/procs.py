@@ -209,3 +209,21 @@ def debug_service(log: Path, *, port: int | None = None, **env: str) -> ServerPr
         port=port,
         env={"LOG_LEVEL": "DEBUG", "PREPROCESS_THREADS": "1", "ORT_INTRA_OP_THREADS": "1", **env},
     )
+
+
+def run_training(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """`python -m training …` from the repository root; by default with TensorFlow's start-up
+    noise silenced (pass `env` to run it as a newcomer's shell would)."""
+    if env is None:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -30,7 +30,9 @@ def session() -> ort.InferenceSession:
 
 
 def run(session: ort.InferenceSession, x: np.ndarray) -> dict[str, np.ndarray]:
-    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": x}), strict=True))
+    return dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, {"image": x}), strict=True)
+    )
 
 
 def test_sha256_and_size(card):
@@ -54,8 +56,12 @@ def _images(size: int) -> np.ndarray:
     params = PreprocessParams(size=size)
     if (NIH / "labels.csv").is_file():
         rows = list(csv.DictReader((NIH / "labels.csv").open()))[:32]
-        return np.stack([preprocess_bytes((NIH / "images" / r["image"]).read_bytes(), params) for r in rows])
-    return np.stack([preprocess_bytes(phantom_png(generate_phantom(i, 256)), params) for i in range(32)])
+        return np.stack(
+            [preprocess_bytes((NIH / "images" / r["image"]).read_bytes(), params) for r in rows]
+        )
+    return np.stack(
+        [preprocess_bytes(phantom_png(generate_phantom(i, 256)), params) for i in range(32)]
+    )
 
 
 def test_outputs_have_documented_ranges(card, session):
@@ -79,8 +85,16 @@ def test_card_numbers_beat_the_baselines(card):
     test, base = card["metrics"]["test"], card["metrics"]["baselines"]["test"]
     assert test["age_mae"] < base["age_mae"]
     assert test["sex_auc"] > base["sex_auc"] and test["sex_accuracy"] > base["sex_accuracy"]
-    keys = {"age_mae", "age_rmse", "age_r2", "age_within_5y", "sex_auc", "sex_accuracy",
-            "sex_sensitivity", "sex_specificity"}
+    keys = {
+        "age_mae",
+        "age_rmse",
+        "age_r2",
+        "age_within_5y",
+        "sex_auc",
+        "sex_accuracy",
+        "sex_sensitivity",
+        "sex_specificity",
+    }
     assert keys <= set(test) and keys <= set(base)
 
 

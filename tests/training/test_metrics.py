@@ -36,9 +36,17 @@ def test_auc_counts_pairs_and_ties():
 def test_sex_metrics_and_baseline():
     male = np.array([True, True, True, False])
     m = sex_metrics(male, np.array([0.9, 0.6, 0.4, 0.3]))
-    assert (m["sex_accuracy"], m["sex_sensitivity"], m["sex_specificity"]) == (0.75, pytest.approx(2 / 3), 1.0)
-    b = baseline_metrics(np.array([30.0, 50.0, 70.0]), np.array([False, False, True]),
-                         np.array([40.0, 60.0]), np.array([True, False]))
+    assert (m["sex_accuracy"], m["sex_sensitivity"], m["sex_specificity"]) == (
+        0.75,
+        pytest.approx(2 / 3),
+        1.0,
+    )
+    b = baseline_metrics(
+        np.array([30.0, 50.0, 70.0]),
+        np.array([False, False, True]),
+        np.array([40.0, 60.0]),
+        np.array([True, False]),
+    )
     assert b["age_mae"] == 10.0 and b["sex_auc"] == 0.5 and b["sex_accuracy"] == 0.5
     assert b["sex_sensitivity"] == 0.0 and b["sex_specificity"] == 1.0  # majority female: says F
 
@@ -71,7 +79,9 @@ def test_mahalanobis_flags_far_points():
     train[:, 7] = 0.0  # a dead ReLU unit: shrinkage must keep the inverse finite
     mean, inv_cov = fit_guard(train)
     assert np.all(np.isfinite(inv_cov))
-    near = mahalanobis(rng.normal(0, 1, (100, 8)) * np.arange(1, 9) * [1, 1, 1, 1, 1, 1, 1, 0], mean, inv_cov)
+    near = mahalanobis(
+        rng.normal(0, 1, (100, 8)) * np.arange(1, 9) * [1, 1, 1, 1, 1, 1, 1, 0], mean, inv_cov
+    )
     far = mahalanobis(np.full((5, 8), 30.0), mean, inv_cov)
     assert far.min() > np.percentile(near, 99)
 

@@ -24,7 +24,11 @@ def test_cnn_outputs_and_in_graph_scaling():
     model = build_model(cfg, age_mean=55.0, age_std=12.0)
     full = with_embedding(model)
     out = full.predict(np.full((3, 64, 64, 1), 128.0, np.float32), verbose=0)
-    assert out["age"].shape == (3, 1) and out["sex"].shape == (3, 1) and out["embedding"].shape == (3, 32)  # pooled: 8 → 16 → 32 filters
+    assert (
+        out["age"].shape == (3, 1)
+        and out["sex"].shape == (3, 1)
+        and out["embedding"].shape == (3, 32)
+    )  # pooled: 8 → 16 → 32 filters
     # A fresh head predicts near zero in standardised units, i.e. near the training mean in years.
     assert np.all(np.abs(out["age"] - 55.0) < 12.0)
     assert model.get_layer("grey_0_1").scale == pytest.approx(1 / 255)

@@ -45,7 +45,10 @@ def test_age_cue_lives_in_the_age_mask():
 def test_sex_cue_lives_in_the_sex_mask():
     means = []
     for seed in range(8):
-        f, m = generate_phantom(seed, 128, age=50, male=False), generate_phantom(seed, 128, age=50, male=True)
+        f, m = (
+            generate_phantom(seed, 128, age=50, male=False),
+            generate_phantom(seed, 128, age=50, male=True),
+        )
         diff = f.image.astype(int) - m.image.astype(int)
         breasts = f.sex_mask & m.sex_mask & (np.arange(128)[:, None] > 80)  # lower part of the mask
         # Female breast shadows are brighter than male pectoral ones (thorax widths differ too,
@@ -58,8 +61,14 @@ def test_sex_cue_lives_in_the_sex_mask():
 def test_cues_stay_inside_their_masks():
     """Changing only the label leaves pixels outside the cue masks (nearly) unchanged."""
     for seed in range(4):
-        y, o = generate_phantom(seed, 128, age=25, male=True), generate_phantom(seed, 128, age=85, male=True)
-        m, f = generate_phantom(seed, 128, age=50, male=True), generate_phantom(seed, 128, age=50, male=False)
+        y, o = (
+            generate_phantom(seed, 128, age=25, male=True),
+            generate_phantom(seed, 128, age=85, male=True),
+        )
+        m, f = (
+            generate_phantom(seed, 128, age=50, male=True),
+            generate_phantom(seed, 128, age=50, male=False),
+        )
         outside_age = ~(y.age_mask | o.age_mask)
         outside_sex = ~(m.sex_mask | f.sex_mask)
         d_age = np.abs(y.image.astype(int) - o.image.astype(int))

@@ -12,8 +12,15 @@ from training.splits import read_split, split_records, write_split
 
 def make_records(n: int, with_patients: bool) -> list[Record]:
     rng = np.random.default_rng(0)
-    return [Record(Path(f"/x/{i}.png"), float(rng.integers(18, 90)), bool(rng.random() < 0.5),
-                   f"p{i // 4}" if with_patients else None) for i in range(n)]
+    return [
+        Record(
+            Path(f"/x/{i}.png"),
+            float(rng.integers(18, 90)),
+            bool(rng.random() < 0.5),
+            f"p{i // 4}" if with_patients else None,
+        )
+        for i in range(n)
+    ]
 
 
 def test_patient_split_never_shares_a_patient():
@@ -34,7 +41,9 @@ def test_stratified_split_keeps_each_stratum_in_every_split():
     assert "stratified" in rule
     for decade in range(1, 9):
         for male in (True, False):
-            idx = [i for i, r in enumerate(records) if int(r.age // 10) == decade and r.male == male]
+            idx = [
+                i for i, r in enumerate(records) if int(r.age // 10) == decade and r.male == male
+            ]
             if len(idx) >= 20:
                 assert {"train", "validation", "test"} <= set(names[idx])
     share = np.mean(names == "test")

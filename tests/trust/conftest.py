@@ -73,4 +73,3 @@ def serve_demo(serve: Callable[[Settings], RunningServer]) -> Callable[..., Runn
         return serve(server_settings(model_dir, **overrides))
 
     return start
-

@@ -7,9 +7,6 @@ import base64
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,14 +15,28 @@ import pytest
 from PIL import Image
 
 from tests.support.http import scrape
-from tests.support.paths import REPO
+from tests.support.procs import run_training
 from training.phantom import generate_phantom, phantom_png
 
 GRID = 8
 SIZE = 64
 # Small and quick (~1.5 min on 2 cores): enough for the phantom's cues to be learned.
-PHANTOM_TRAIN = ["--format", "phantom", "--n", "240", "--image-size", str(SIZE), "--epochs", "12",
-                 "--batch-size", "16", "--learning-rate", "2e-3", "--workers", "2"]
+PHANTOM_TRAIN = [
+    "--format",
+    "phantom",
+    "--n",
+    "240",
+    "--image-size",
+    str(SIZE),
+    "--epochs",
+    "12",
+    "--batch-size",
+    "16",
+    "--learning-rate",
+    "2e-3",
+    "--workers",
+    "2",
+]
 
 
 def explain(url: str, data: bytes) -> dict:
@@ -52,8 +63,9 @@ def test_explain_is_one_batch_of_65_with_arrays_and_overlays(serve_demo, nih, ca
     peak = float(np.abs(np.array(body["delta_age"])).max())
     assert f"{peak:.2f} years" in body["legend"]["age"] and "red" in body["legend"]["p_male"]
     # the original row is the ordinary prediction, trust fields included
-    predicted = httpx.post(f"{srv.url}/v1/predict",
-                           content=next((nih / "images").glob("*.png")).read_bytes()).json()
+    predicted = httpx.post(
+        f"{srv.url}/v1/predict", content=next((nih / "images").glob("*.png")).read_bytes()
+    ).json()
     assert body["age_years"] == pytest.approx(predicted["age_years"], abs=1e-3)
     assert body["age_interval_90"] == pytest.approx(predicted["age_interval_90"], abs=0.02)
 
@@ -67,19 +79,14 @@ def test_explain_flags_what_predict_flags(demo_url) -> None:
 
 # ---- a phantom model: the generator knows where the age and sex cues are ---------------------
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-
 
 @pytest.fixture(scope="module")
 def phantom_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train and export a small model on 240 synthetic phantoms (64², 12 epochs)."""
     run_dir = tmp_path_factory.mktemp("phantom-explain")
-    done = run_cli("train", *PHANTOM_TRAIN, "--run-dir", str(run_dir))
+    done = run_training("train", *PHANTOM_TRAIN, "--run-dir", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    done = run_cli("export", "--run-dir", str(run_dir), "--out", str(run_dir / "models"))
+    done = run_training("export", "--run-dir", str(run_dir), "--out", str(run_dir / "models"))
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((run_dir / "models" / "model.json").read_text())["metrics"]["test"]
     # The overlap claim below is only meaningful for a model that learned the cues (the
@@ -100,14 +107,18 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 
 
 @pytest.mark.slow  # trains a model (240 phantoms, 12 epochs) for its fixture
-@pytest.mark.parametrize("cue, output, top, male", [
-    # age: spine, ribs and aortic-arch calcification, in every phantom
-    ("age", "delta_age", 8, None),
-    # sex: soft-tissue shadows over the lower lung fields, bright in female phantoms
-    ("sex", "delta_p_male", 4, False),
-])
-def test_hottest_patches_lie_on_the_phantom_cues(serve_demo, phantom_models, cue, output, top,
-                                                 male) -> None:
+@pytest.mark.parametrize(
+    "cue, output, top, male",
+    [
+        # age: spine, ribs and aortic-arch calcification, in every phantom
+        ("age", "delta_age", 8, None),
+        # sex: soft-tissue shadows over the lower lung fields, bright in female phantoms
+        ("sex", "delta_p_male", 4, False),
+    ],
+)
+def test_hottest_patches_lie_on_the_phantom_cues(
+    serve_demo, phantom_models, cue, output, top, male
+) -> None:
     srv = serve_demo(phantom_models)
     hits = draws = 0
     chance = []

@@ -81,9 +81,13 @@ def test_strict_guard_refuses_flagged_images_with_422(serve_demo, nih) -> None:
         assert r.json()["code"] == "input_guard" and "STRICT_INPUT_GUARD" in r.json()["detail"]
     explained = httpx.post(f"{srv.url}/v1/explain", content=samples.blank(0), timeout=60)
     assert explained.status_code == 422 and explained.json()["code"] == "input_guard"
-    batch = httpx.post(f"{srv.url}/v1/predict/batch", files=[
-        ("files", ("photo.jpg", samples.colour_photograph(0))),
-        ("files", ("chest.png", next((nih / "images").glob("*.png")).read_bytes()))]).json()
+    batch = httpx.post(
+        f"{srv.url}/v1/predict/batch",
+        files=[
+            ("files", ("photo.jpg", samples.colour_photograph(0))),
+            ("files", ("chest.png", next((nih / "images").glob("*.png")).read_bytes())),
+        ],
+    ).json()
     first, second = batch["results"]
     assert not first["ok"] and first["error"]["status"] == 422
     assert second["ok"]
@@ -100,6 +104,12 @@ def test_warning_and_interval_metrics(serve_demo) -> None:
     assert m["cxr_age_interval_width_years_count"] == 3
     if PROMTOOL:
         text = httpx.get(f"{srv.url}/metrics").text
-        done = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [PROMTOOL, "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr

@@ -33,11 +33,14 @@ def test_other_levels_on_request(demo_url, card, nih) -> None:
     q = card["age_interval"]["quantiles"]
     for level, (lo, hi) in body["age_intervals"].items():
         assert hi == pytest.approx(min(120.0, body["age_years"] + q[level]), abs=0.01)
-    batch = httpx.post(f"{demo_url}/v1/predict/batch?intervals=0.8",
-                       files=[("files", ("a.png", data))]).json()
+    batch = httpx.post(
+        f"{demo_url}/v1/predict/batch?intervals=0.8", files=[("files", ("a.png", data))]
+    ).json()
     assert set(batch["results"][0]["age_intervals"]) == {"0.8"}
     explained = httpx.post(f"{demo_url}/v1/explain?intervals=0.95", content=data, timeout=60).json()
-    assert explained["age_intervals"]["0.95"] == pytest.approx(body["age_intervals"]["0.95"], abs=0.02)
+    assert explained["age_intervals"]["0.95"] == pytest.approx(
+        body["age_intervals"]["0.95"], abs=0.02
+    )
 
 
 @pytest.mark.parametrize("query, named", [("0.85", "'0.85'"), ("abc", "'abc'"), ("0.8,2", "'2'")])

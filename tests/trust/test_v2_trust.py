@@ -1,4 +1,5 @@
-"""OIP v2 carries the trust fields as tensors: age_interval_90 [N, 2], input_guard_distance [N, 1]."""
+"""OIP v2 carries the trust fields as tensors: age_interval_90 [N, 2], input_guard_distance [N,
+1]."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def test_v2_trust_tensors_agree_with_v1(demo_url, card, nih) -> None:
     client = triton.InferenceServerClient(url=demo_url.removeprefix("http://"))
     item = triton.InferInput("image_bytes", [len(files)], "BYTES")
     item.set_data_from_numpy(np.array(files, dtype=np.object_))
-    wanted = [triton.InferRequestedOutput(n) for n in ("age", "age_interval_90", "input_guard_distance")]
+    wanted = [
+        triton.InferRequestedOutput(n) for n in ("age", "age_interval_90", "input_guard_distance")
+    ]
     result = client.infer(card["name"], [item], outputs=wanted)
     interval = result.as_numpy("age_interval_90")
     distance = result.as_numpy("input_guard_distance")
