@@ -50,9 +50,13 @@ def load_images_cached(
     images, kept = load_images(records, params, workers)
     kept_paths = {r.path for r in kept}
     keep = np.array([r.path in kept_paths for r in records], bool)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, images=images, keep=keep)
-    tmp.replace(path)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, images=images, keep=keep)
+        tmp.replace(path)
+    except OSError as exc:  # a read-only image or a full disk: training goes on uncached
+        logger.warning("not caching decoded images in %s: %s", cache_dir, exc)
+        return images, kept
     logger.info("cached %d decoded images in %s", len(images), path)
     return images, kept

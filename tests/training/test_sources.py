@@ -174,3 +174,19 @@ def test_tiny_leave_one_source_out_run(multi, tmp_path, capsys):
     mtime = (out / "jsrt" / "preds.npz").stat().st_mtime_ns
     run_loso(cfg, out, min_images=20)  # finished folds are not retrained
     assert (out / "jsrt" / "preds.npz").stat().st_mtime_ns == mtime
+
+
+def test_cache_that_cannot_be_written_does_not_stop_training(tmp_path: Path) -> None:
+    """The training image's root is read-only: decoding goes on without the cache."""
+    from training.cache import load_images_cached
+    from training.data import Record
+
+    path = tmp_path / "a.png"
+    path.write_bytes(phantom_png(generate_phantom(1, 96)))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder's parent should be")
+    records = [Record(path, 40.0, True)]
+    images, kept = load_images_cached(records, PreprocessParams(size=64), 1, blocker / "cache")
+    assert images.shape == (1, 64, 64) and kept == records
+    images2, _ = load_images_cached(records, PreprocessParams(size=64), 1, tmp_path / "ok")
+    assert np.array_equal(images, images2) and list((tmp_path / "ok").glob("*.npz"))
