@@ -6,7 +6,7 @@ module only reads the upload, runs the shared prediction path and shapes the ans
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +17,7 @@ from cxr.verify import MismatchParams, verify
 from service.deps import ReadyEngineDep
 from service.errors import BadRequest, NothingToVerify
 from service.routes_v1 import _checked, _model_ref
-from service.schemas import InputWarning, ModelRef, error_responses
+from service.schemas import InputWarning, ModelRef, error_responses, upload_body
 from service.uploads import MULTIPART_OVERHEAD, is_multipart, read_body, read_multipart
 
 router = APIRouter()
@@ -105,43 +105,16 @@ class Verification(BaseModel):
     disclaimer: str
 
 
-VERIFY_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "DICOM or image",
-                        },
-                        "expected_sex": {
-                            "type": "string",
-                            "description": "M, F or O; overrides PatientSex",
-                        },
-                        "expected_age": {
-                            "type": "string",
-                            "description": "years ('45') or '045Y'; overrides PatientAge",
-                        },
-                        "expected_birth_date": {
-                            "type": "string",
-                            "description": "YYYYMMDD or YYYY-MM-DD",
-                        },
-                        "study_date": {
-                            "type": "string",
-                            "description": "YYYYMMDD or YYYY-MM-DD (with expected_birth_date)",
-                        },
-                    },
-                }
-            },
-            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+VERIFY_BODY = upload_body(
+    "DICOM or image",
+    ("application/dicom",),
+    {
+        "expected_sex": "M, F or O; overrides PatientSex",
+        "expected_age": "years ('45') or '045Y'; overrides PatientAge",
+        "expected_birth_date": "YYYYMMDD or YYYY-MM-DD",
+        "study_date": "YYYYMMDD or YYYY-MM-DD (with expected_birth_date)",
+    },
+)
 
 
 async def _read(request: Request, limit: int) -> tuple[bytes, dict[str, str]]:

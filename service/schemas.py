@@ -185,29 +185,27 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "PNG, JPEG, TIFF, BMP, WebP or DICOM",
-                        }
-                    },
-                }
-            },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
-        },
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def upload_body(
+    description: str, raw_types: tuple[str, ...], fields: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """OpenAPI request body of an upload route: multipart field `file` (plus optional string form
+    fields, name → description) or the file itself as the raw body in one of `raw_types`."""
+    properties = {
+        "file": {**_BINARY, "description": description},
+        **{name: {"type": "string", "description": text} for name, text in (fields or {}).items()},
     }
-}
+    multipart = {"schema": {"type": "object", "required": ["file"], "properties": properties}}
+    raw = {media_type: {"schema": dict(_BINARY)} for media_type in raw_types}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": multipart, **raw}}}
+
+
+UPLOAD_BODY = upload_body(
+    "PNG, JPEG, TIFF, BMP, WebP or DICOM",
+    ("application/octet-stream", "image/png", "application/dicom"),
+)
 
 BATCH_BODY: dict[str, Any] = {
     "requestBody": {

@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 Array = npt.NDArray[np.floating]
 INTERVAL_LEVELS = (0.8, 0.9, 0.95)
+GUARD_PERCENTILE = 99.0  # the input guard's threshold: this percentile of validation distances
 MIN_TEMPERATURE = 0.25
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from training.calibration import (
+    GUARD_PERCENTILE,
     conformal_quantiles,
     expected_calibration_error,
     fit_guard,
@@ -35,7 +36,6 @@ from training.config import TrainConfig
 from training.metrics import all_metrics, baseline_metrics
 
 logger = logging.getLogger(__name__)
-GUARD_PERCENTILE = 99.0
 GUARD_MAX_FLAG_RATE = 0.05
 AGE_BANDS = (0.0, 40.0, 60.0, 200.0)  # bands of PREDICTED age (known at inference time)
 

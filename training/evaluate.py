@@ -13,6 +13,7 @@ import numpy.typing as npt
 from cxr.imaging import PreprocessParams
 from training.cache import load_images_cached
 from training.calibration import (
+    GUARD_PERCENTILE,
     conformal_quantiles,
     expected_calibration_error,
     fit_guard,
@@ -28,7 +29,6 @@ from training.plots import plot_age_scatter, plot_learning_curves, plot_reliabil
 from training.splits import read_split
 
 logger = logging.getLogger(__name__)
-GUARD_PERCENTILE = 99.0
 
 
 def load_run_model(run_dir: Path):
