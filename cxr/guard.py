@@ -58,23 +58,48 @@ def measure(
     step = max(1, max(gray.shape) // SAMPLE_SIDE)
     content = imaging.crop_borders(gray[::step, ::step], params)
     h, w = content.shape
-    c = content.astype(np.float32)
-    smooth = min(_correlation(c[:, :-1], c[:, 1:]), _correlation(c[:-1, :], c[1:, :]))
+    c = content.astype(np.float64)
+    sq = c * c
+    # Every statistic from a few sums (one pass each) instead of centred copies: ~3× faster.
+    col, sq_col = c.sum(axis=0), sq.sum(axis=0)
+    row, sq_row = c.sum(axis=1), sq.sum(axis=1)
+    total, sq_total = float(col.sum()), float(sq_col.sum())
+    horizontal = _correlation(
+        h * (w - 1),
+        (total - col[-1], sq_total - sq_col[-1]),
+        (total - col[0], sq_total - sq_col[0]),
+        float(np.einsum("ij,ij->", c[:, :-1], c[:, 1:])),
+    )
+    vertical = _correlation(
+        (h - 1) * w,
+        (total - row[-1], sq_total - sq_row[-1]),
+        (total - row[0], sq_total - sq_row[0]),
+        float(np.einsum("ij,ij->", c[:-1, :], c[1:, :])),
+    )
+    n = h * w
     return ImageFacts(
         width=gray.shape[1],
         height=gray.shape[0],
         colourfulness=float(colour),
         aspect_ratio=max(h, w) / max(1, min(h, w)),
-        contrast=float(content.std()),
-        smoothness=smooth,
+        contrast=math.sqrt(max(0.0, sq_total / n - (total / n) ** 2)),
+        smoothness=min(horizontal, vertical),
     )
 
 
-def _correlation(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
-    """Pearson correlation; 1 for constant inputs (nothing there is noise)."""
-    a, b = a - a.mean(), b - b.mean()
-    scale = float(np.sqrt((a * a).mean() * (b * b).mean()))
-    return 1.0 if scale == 0 else float((a * b).mean() / scale)
+def _correlation(
+    n: int, a: tuple[float, float], b: tuple[float, float], sum_ab: float
+) -> float:
+    """Pearson correlation of two equally long samples from their sums (n, (Σa, Σa²),
+    (Σb, Σb²), Σab); 1 when either is constant (nothing there is noise) or empty."""
+    if n <= 0:
+        return 1.0
+    mean_a, mean_b = a[0] / n, b[0] / n
+    var_a = max(0.0, a[1] / n - mean_a * mean_a)
+    var_b = max(0.0, b[1] / n - mean_b * mean_b)
+    scale = math.sqrt(var_a * var_b)
+    # float64 sums of 0–255 values: a variance below 1e-9 is rounding, i.e. constant
+    return 1.0 if scale <= 1e-9 else (sum_ab / n - mean_a * mean_b) / scale
 
 
 def check(facts: ImageFacts) -> list[dict[str, str]]:
