@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -126,8 +127,11 @@ async def closed_loop(
     seconds: float,
     max_requests: int,
     warmup_s: float = 0.5,
+    on_window: Callable[[], None] | None = None,
 ) -> LoadResult:
-    """`concurrency` clients each send the next request as soon as the previous one is answered."""
+    """`concurrency` clients each send the next request as soon as the previous one is answered.
+    `on_window` is called when the measured window starts (after the warm-up) and when it ends,
+    so the caller can read the server's CPU time over exactly the requests counted."""
     host, port, requests = _requests(url, bodies)
     cycle = itertools.cycle(requests)
     clients = [_Connection(host, port) for _ in range(concurrency)]
@@ -154,11 +158,15 @@ async def closed_loop(
         latencies: list[float] = []
         statuses: Counter[str] = Counter()
         budget = [max_requests]
+        if on_window is not None:
+            on_window()
         cpu0, t0 = time.process_time(), time.perf_counter()
         await asyncio.gather(
             *(worker(c, t0 + seconds, budget, latencies, statuses) for c in clients)
         )
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if on_window is not None:
+            on_window()
     finally:
         for c in clients:
             c.close()

@@ -35,16 +35,25 @@ def run_level(
 ) -> dict[str, Any]:
     """One closed-loop (concurrency) or open-loop (rate) level; returns a flat result row."""
     before = _batch_totals(server) if metrics else None
-    cpu0 = server.cpu_s()
+    cpu = [server.cpu_s()]
     url = server.url + path
     if concurrency is not None:
+        # the server's CPU is read when the measured window opens and closes (not the warm-up)
         result: LoadResult = asyncio.run(
-            closed_loop(url, bodies, concurrency, seconds=seconds, max_requests=10**9)
+            closed_loop(
+                url,
+                bodies,
+                concurrency,
+                seconds=seconds,
+                max_requests=10**9,
+                on_window=lambda: cpu.append(server.cpu_s()),
+            )
         )
     else:
         assert rate is not None
         result = asyncio.run(open_loop(url, bodies, rate, seconds=seconds))
-    server_cpu = server.cpu_s() - cpu0  # includes the warm-up: an upper bound per request
+        cpu.append(server.cpu_s())  # open loop: no warm-up, the whole level is measured
+    server_cpu = cpu[-1] - cpu[-2]
     row = {"scenario": scenario, "image": image, **asdict(result)}
     row.pop("extra")
     row["rss_mb"] = round(server.rss_mb(), 1)
