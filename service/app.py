@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxr.errors import ImageError
-from service import routes_v1, routes_v2, routes_verify
+from service import fastlane, routes_v1, routes_v2, routes_verify
 from service.deps import ApiKeyAuth
 from service.docs import add_docs
 from service.engine import Engine
@@ -41,10 +41,31 @@ class State(TypedDict):
 def _error(
     status: int, code: str, detail: str, request: Request, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    return error_body(status, code, detail, request.url.path, headers)
+
+
+def error_body(
+    status: int, code: str, detail: str, path: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Every error answer: {"detail", "code"} (+ "error" on /v2 for OIP clients)."""
     body = {"detail": detail, "code": code}
-    if request.url.path.startswith("/v2"):
+    if path.startswith("/v2"):
         body["error"] = detail  # OIP v2 clients (tritonclient) read "error"
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(exc: ImageError | ApiError, path: str, metrics: Metrics) -> JSONResponse:
+    """The answer to a known error (its status, code and message), counted in the metrics."""
+    status = status_of(exc)
+    metrics.refused(status)
+    headers = None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(int(exc.retry_after_s))}
+    elif isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    if status >= 500:
+        logger.warning("%s %s: %s", status, exc.code, exc.message)
+    return error_body(status, exc.code, exc.message, path, headers)
 
 
 def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None = None) -> FastAPI:
@@ -83,11 +104,8 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
 
     # With API_KEYS set every route needs a key (a security dependency: OpenAPI documents it),
     # except AUTH_OPEN_PATHS. The docs routes are ordinary routes so the key guards them too.
-    auth = (
-        [Depends(ApiKeyAuth(settings.api_keys, settings.auth_open_paths))]
-        if settings.api_keys
-        else []
-    )
+    checker = ApiKeyAuth(settings.api_keys, settings.auth_open_paths) if settings.api_keys else None
+    auth = [Depends(checker)] if checker is not None else []
     app = FastAPI(
         title="Chest X-ray age & sex API",
         version="0.1.0",
@@ -117,16 +135,7 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
     @app.exception_handler(ImageError)
     @app.exception_handler(ApiError)
     async def known_error(request: Request, exc: ImageError | ApiError) -> JSONResponse:
-        status = status_of(exc)
-        metrics.refused(status)
-        headers = None
-        if isinstance(exc, Overloaded):
-            headers = {"Retry-After": str(int(exc.retry_after_s))}
-        elif isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": "Bearer"}
-        if status >= 500:
-            logger.warning("%s %s: %s", status, exc.code, exc.message)
-        return _error(status, exc.code, exc.message, request, headers)
+        return error_response(exc, request.url.path, metrics)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -145,5 +154,8 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
         logger.exception("unhandled error on %s", request.url.path)
         return _error(500, "internal_error", f"internal error: {type(exc).__name__}", request)
 
-    app.add_middleware(ServiceMiddleware, metrics=metrics, idle_s=settings.upload_idle_timeout_s)
+    lane = fastlane.PredictLane(metrics, checker) if settings.fast_lane else None
+    app.add_middleware(
+        ServiceMiddleware, metrics=metrics, idle_s=settings.upload_idle_timeout_s, lane=lane
+    )
     return app

@@ -64,9 +64,13 @@ class ApiKeyAuth:
         api_key: Annotated[str | None, Security(_api_key_header)] = None,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
     ) -> None:
-        if request.url.path in self.open_paths:
+        self.verify(request.url.path, api_key, bearer.credentials if bearer else None)
+
+    def verify(self, path: str, api_key: str | None, bearer: str | None) -> None:
+        """Raise Unauthorized unless `path` is open or a presented key is one of the keys."""
+        if path in self.open_paths:
             return
-        presented = (api_key or (bearer.credentials if bearer else "") or "").strip().encode()
+        presented = (api_key or bearer or "").strip().encode()
         ok = False
         for key in self.keys:  # compare against every key so timing says nothing about which
             ok |= hmac.compare_digest(presented, key)

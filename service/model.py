@@ -94,6 +94,11 @@ class OnnxModel:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.params.size, self.params.size, 1)
 
+    @property
+    def on_cpu(self) -> bool:
+        """True when ORT runs this model on the CPU only (no accelerator provider active)."""
+        return self.session.get_providers() == ["CPUExecutionProvider"]
+
     def run(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         """Run one batch; every output by name, first axis = batch."""
         values = self.session.run(self.output_names, {self.input_name: batch})

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=1024)
     max_wait_ms: float = Field(5.0, ge=0, le=10_000)
     flush_when_idle: bool = True  # don't wait max_wait_ms when no other image is being decoded
+    # Uploads (/v1/predict, /v1/predict/batch, /v1/verify) run ORT in their decoding thread instead
+    # of going through the batcher: auto = when the model runs on the CPU (docs/performance.md)
+    inline_inference: Literal["auto", "on", "off"] = "auto"
+    fast_lane: bool = True  # POST /v1/predict answered without FastAPI's layers (fastlane.py)
     max_queue: int = Field(256, ge=1)
     request_timeout_ms: float = Field(10_000, gt=0)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
@@ -63,6 +67,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("inline_inference", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

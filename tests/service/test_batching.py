@@ -1,4 +1,8 @@
-"""Batching, overload, deadlines and ORT failures through a real server and real ORT."""
+"""Batching, overload, deadlines and ORT failures through a real server and real ORT.
+
+Uploads run ORT in their decoding thread by default on a CPU (INLINE_INFERENCE=auto); the tests
+of the batcher send them through it with inline_inference="off". The inline path: test_inline.py.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,11 @@ async def post_many(url: str, payloads: list[bytes]) -> list[httpx.Response]:
 
 
 def test_concurrent_requests_are_batched(serve, settings_for) -> None:
-    srv = serve(settings_for(max_batch_size=8, max_wait_ms=50, flush_when_idle=False))
+    srv = serve(
+        settings_for(
+            max_batch_size=8, max_wait_ms=50, flush_when_idle=False, inline_inference="off"
+        )
+    )
     payloads = [encode(xray_array(seed=i)) for i in range(16)]
     responses = asyncio.run(post_many(srv.url, payloads))
     assert all(r.status_code == 200 for r in responses)
@@ -32,7 +40,13 @@ def test_concurrent_requests_are_batched(serve, settings_for) -> None:
 def test_queue_full_gives_429_with_retry_after(serve, settings_for) -> None:
     # a long max_wait keeps the first request queued; the queue holds one image
     srv = serve(
-        settings_for(max_batch_size=64, max_wait_ms=1500, max_queue=1, flush_when_idle=False)
+        settings_for(
+            max_batch_size=64,
+            max_wait_ms=1500,
+            max_queue=1,
+            flush_when_idle=False,
+            inline_inference="off",
+        )
     )
 
     async def main():
@@ -55,7 +69,11 @@ def test_queue_full_gives_429_with_retry_after(serve, settings_for) -> None:
 def test_deadline_gives_504(serve, settings_for) -> None:
     srv = serve(
         settings_for(
-            max_batch_size=64, max_wait_ms=3000, request_timeout_ms=200, flush_when_idle=False
+            max_batch_size=64,
+            max_wait_ms=3000,
+            request_timeout_ms=200,
+            flush_when_idle=False,
+            inline_inference="off",
         )
     )
     r = httpx.post(f"{srv.url}/v1/predict", content=encode(xray_array()), timeout=30)
@@ -69,7 +87,11 @@ def test_ort_failure_fails_the_batch_with_cause_then_serves(
 ) -> None:
     srv = serve(
         settings_for(
-            model_dir=faulty_model_dir, max_batch_size=8, max_wait_ms=200, flush_when_idle=False
+            model_dir=faulty_model_dir,
+            max_batch_size=8,
+            max_wait_ms=200,
+            flush_when_idle=False,
+            inline_inference="off",
         )
     )
     bright = encode(xray_array(seed=1, brightness=1.6))  # max pixel > 250: the model's Gather fails

@@ -13,7 +13,11 @@ from tests.support.images import encode, xray_array
 
 def test_queued_request_of_a_disconnected_client_is_not_computed(serve, settings_for) -> None:
     # a long max wait and no idle flush: the first image sits in the queue until it is cancelled
-    server = serve(settings_for(max_batch_size=64, max_wait_ms=1500, flush_when_idle=False))
+    server = serve(
+        settings_for(
+            max_batch_size=64, max_wait_ms=1500, flush_when_idle=False, inline_inference="off"
+        )
+    )
     png = encode(xray_array(seed=4))
 
     async def scenario() -> httpx.Response:

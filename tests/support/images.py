@@ -40,6 +40,14 @@ def xray_array(
     return xray(width, height, seed, brightness)
 
 
+def slow_png() -> bytes:
+    """6000×6000 grey PNG (~2 MB) that takes a few hundred ms to decode: it keeps a decoding
+    thread busy while a test does something else."""
+    return encode(
+        np.kron(xray_array(1500, 1500, seed=1), np.ones((4, 4), np.uint8)), compress_level=1
+    )
+
+
 def encode(
     img: Image.Image | np.ndarray, fmt: str = "PNG", mode: str | None = None, **save: object
 ) -> bytes:
