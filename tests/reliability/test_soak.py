@@ -85,7 +85,12 @@ def test_excess_is_refused_before_its_upload_is_read(start_service) -> None:
     # one image held in the batcher (long max wait) fills a queue of one; MAX_QUEUE is per
     # worker process, so one worker (with two, the next connection may reach the idle one)
     svc = start_service(
-        MAX_BATCH_SIZE="64", MAX_WAIT_MS="3000", FLUSH_WHEN_IDLE="false", MAX_QUEUE="1", WORKERS="1"
+        MAX_BATCH_SIZE="64",
+        MAX_WAIT_MS="3000",
+        FLUSH_WHEN_IDLE="false",
+        MAX_QUEUE="1",
+        WORKERS="1",
+        INLINE_INFERENCE="off",
     )
     host, port = svc.url.removeprefix("http://").split(":")
 
