@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from tests.support.http import scrape
+from tests.support.http import RawUpload, scrape
 from tests.support.images import encode, slow_png, xray_array
 from tests.support.paths import MODELS
 
@@ -115,16 +115,12 @@ def test_same_429_when_the_queue_is_full(pair) -> None:
     slow, png = slow_png(), encode(xray_array(seed=8))
 
     async def refused(url: str) -> httpx.Response:
+        first = await RawUpload(url, slow).sent()
+        await asyncio.sleep(0.1)  # its body is in: it holds the queue's one place (≥ 0.3 s)
         async with httpx.AsyncClient(timeout=60) as client:
-            first = asyncio.create_task(client.post(f"{url}/v1/predict", content=slow))
-            for _ in range(500):  # until the slow image holds the queue's one place
-                await asyncio.sleep(0.005)
-                if scrape(url).get("cxr_requests_in_flight") == 2:
-                    break
-            await asyncio.sleep(0.05)
             second = await client.post(f"{url}/v1/predict", content=png)
-            assert (await first).status_code == 200
-            return second
+        assert await first.status() == 200
+        return second
 
     got, want = answer(asyncio.run(refused(lane))), answer(asyncio.run(refused(route)))
     assert got == want

@@ -8,7 +8,7 @@ import asyncio
 
 import httpx
 
-from tests.support.http import scrape
+from tests.support.http import RawUpload, scrape
 from tests.support.images import encode, slow_png, xray_array
 
 
@@ -74,26 +74,15 @@ def test_client_gone_while_waiting_for_a_thread_is_not_computed(serve, settings_
     srv = serve(settings_for(preprocess_threads=1, inline_inference="on"))
     big, small = slow_png(), encode(xray_array(seed=3))
 
-    async def until(name: str, value: float) -> None:
-        for _ in range(500):
-            if scrape(srv.url).get(name) == value:
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"{name} never reached {value}")
+    async def scenario() -> int:
+        stayer = await RawUpload(srv.url, big).sent()
+        await asyncio.sleep(0.1)  # its body is in: the one decoding thread works on it (≥ 0.3 s)
+        leaver = await RawUpload(srv.url, small).sent()
+        await asyncio.sleep(0.05)  # its body is in too: it waits for the thread
+        leaver.close()  # the server sees the disconnect
+        return await stayer.status()
 
-    async def scenario() -> httpx.Response:
-        async with httpx.AsyncClient(timeout=60) as stayer, httpx.AsyncClient() as leaver:
-            staying = asyncio.create_task(stayer.post(f"{srv.url}/v1/predict", content=big))
-            await until("cxr_requests_in_flight", 2)  # the stayer + this scrape
-            await asyncio.sleep(0.05)  # its 2 MB are in; its image is being decoded
-            leaving = asyncio.create_task(leaver.post(f"{srv.url}/v1/predict", content=small))
-            await until("cxr_requests_in_flight", 3)
-            await asyncio.sleep(0.03)  # its body is in: it waits for the decoding thread
-            leaving.cancel()  # httpx closes the connection: the server sees the disconnect
-            return await staying
-
-    answered = asyncio.run(scenario())
-    assert answered.status_code == 200
+    assert asyncio.run(scenario()) == 200
     m = scrape(srv.url)
     assert m["cxr_rejections_total{reason=client_gone}"] == 1
     assert m["cxr_requests_total{endpoint=/v1/predict,method=POST,status=499}"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from typing import TYPE_CHECKING
@@ -24,6 +25,36 @@ def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
             out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return out
+
+
+class RawUpload:
+    """One `POST path` with a raw image body over its own socket: the whole request is written
+    (and in the kernel's buffers) when `sent()` returns, which an httpx call cannot tell. For
+    tests that need an upload to be in the server before they do the next thing."""
+
+    def __init__(self, url: str, body: bytes, path: str = "/v1/predict") -> None:
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.request = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    async def sent(self) -> RawUpload:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(self.request)
+        await self.writer.drain()
+        return self
+
+    async def status(self, timeout_s: float = 60) -> int:
+        """The answer's status code (the connection is closed after it)."""
+        line = await asyncio.wait_for(self.reader.readline(), timeout_s)
+        self.close()
+        return int(line.split()[1])
+
+    def close(self) -> None:
+        """Hang up (before the answer: the server sees a client that left)."""
+        self.writer.close()
 
 
 def predict_many(url: str, blobs: list[tuple[str, bytes]], query: str = "") -> list[dict]:
