@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   := requirements/dev.lock
 
-.PHONY: setup system-deps lint test test-all e2e e2e-scale up bench demo-model serve web clean
+.PHONY: setup system-deps lint test test-all e2e e2e-scale up bench bench-peer peer-venv demo-model serve web clean
 
 setup: $(STAMP) system-deps
 
@@ -45,6 +45,18 @@ up:
 
 bench: setup
 	$(PY) -m benchmarks
+
+# The BentoML peer (issue 13): the same model behind BentoML's adaptive batching, measured in
+# turns with the service at c=1 and c=32 (→ results/bench/ab.md). Its own virtualenv.
+peer-venv: .venv-peer/bin/bentoml
+
+.venv-peer/bin/bentoml: requirements/peer.txt
+	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/python -m pip install -q -r requirements/peer.txt
+	touch $@
+
+bench-peer: setup peer-venv
+	$(PY) -m benchmarks.ab --a "" --peer --concurrency 1,32 --rounds 3
 
 # The demo model: multi-source (every folder of ../shared/data), site augmentation at half
 # strength and source×sex-balanced draws (recipe chosen by leave-one-source-out runs: see

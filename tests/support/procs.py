@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -84,8 +84,10 @@ class ServerProcess:
         ready_path: str = "/readyz",
         port: int | None = None,
         name: str | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.module, self.log, self.ready_path = module, log, ready_path
+        self.command = list(command or [sys.executable, "-m", module])  # or another program
         self.name = name or module
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -106,7 +108,7 @@ class ServerProcess:
         with self.log.open("ab") as out:
             began = time.perf_counter()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                self.command,
                 cwd=REPO,
                 env=self.env,
                 stdout=out,
