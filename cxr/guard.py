@@ -87,9 +87,7 @@ def measure(
     )
 
 
-def _correlation(
-    n: int, a: tuple[float, float], b: tuple[float, float], sum_ab: float
-) -> float:
+def _correlation(n: int, a: tuple[float, float], b: tuple[float, float], sum_ab: float) -> float:
     """Pearson correlation of two equally long samples from their sums (n, (Σa, Σa²),
     (Σb, Σb²), Σab); 1 when either is constant (nothing there is noise) or empty."""
     if n <= 0:
