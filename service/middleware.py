@@ -68,9 +68,13 @@ class _Exchange:
                 f"upload stalled: no data for {self._idle_s:g} s (UPLOAD_IDLE_TIMEOUT_S)"
             ) from None
         if message["type"] != "http.request" or not message.get("more_body", False):
-            self._watcher = asyncio.get_running_loop().create_task(self._receive())
+            # ASGI's receive returns an awaitable, not always a coroutine (granian's is not)
+            self._watcher = asyncio.get_running_loop().create_task(self._next_message())
             self._watcher.add_done_callback(self._disconnected)
         return message
+
+    async def _next_message(self) -> Message:
+        return await self._receive()
 
     def _disconnected(self, watcher: asyncio.Task[Message]) -> None:
         if watcher.cancelled() or self.started or self._task is None:
