@@ -59,19 +59,29 @@ class _Exchange:
     async def receive(self) -> Message:
         if self._watcher is not None:  # body complete: the next message is the disconnect
             return await asyncio.shield(self._watcher)
+        # one timer per chunk (not asyncio.timeout's context object): ~10 chunks per upload
+        task = asyncio.current_task()  # the one awaiting this chunk (a route may use another)
+        timer = asyncio.get_running_loop().call_later(self._idle_s, self._stall, task)
         try:
-            async with asyncio.timeout(self._idle_s):
-                message = await self._receive()
-        except TimeoutError:
-            self.stalled = True
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self.stalled or task is None or task.uncancel() > 0:
+                raise  # not (only) our timer: somebody else cancels this request
             raise UploadStalled(
                 f"upload stalled: no data for {self._idle_s:g} s (UPLOAD_IDLE_TIMEOUT_S)"
             ) from None
+        finally:
+            timer.cancel()
         if message["type"] != "http.request" or not message.get("more_body", False):
             # ASGI's receive returns an awaitable, not always a coroutine (granian's is not)
             self._watcher = asyncio.get_running_loop().create_task(self._next_message())
             self._watcher.add_done_callback(self._disconnected)
         return message
+
+    def _stall(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
+            self.stalled = True
+            task.cancel()
 
     async def _next_message(self) -> Message:
         return await self._receive()

@@ -70,21 +70,28 @@ def test_deadline_passed_while_decoding_gives_504_without_running_ort(serve, set
     assert m.get("cxr_batch_size_count", 0) == 0
 
 
+STAYERS = 5
+
+
 def test_client_gone_while_waiting_for_a_thread_is_not_computed(serve, settings_for) -> None:
     srv = serve(settings_for(preprocess_threads=1, inline_inference="on"))
     big, small = slow_png(), encode(xray_array(seed=3))
 
-    async def scenario() -> int:
-        stayer = await RawUpload(srv.url, big).sent()
-        await asyncio.sleep(0.1)  # its body is in: the one decoding thread works on it (≥ 0.3 s)
+    async def scenario() -> list[int]:
+        # five slow images ahead of it keep the one decoding thread busy for ≥ 0.35 s: the
+        # leaver cannot reach it before it hangs up (one alone decodes in 70 ms on some CPUs)
+        stayers = []
+        for _ in range(STAYERS):
+            stayers.append(await RawUpload(srv.url, big).sent())
+            await asyncio.sleep(0.02)  # its body is in (read before the leaver's small one)
         leaver = await RawUpload(srv.url, small).sent()
         await asyncio.sleep(0.05)  # its body is in too: it waits for the thread
         leaver.close()  # the server sees the disconnect
-        return await stayer.status()
+        return [await s.status() for s in stayers]
 
-    assert asyncio.run(scenario()) == 200
+    assert asyncio.run(scenario()) == [200] * STAYERS
     m = scrape(srv.url)
     assert m["cxr_rejections_total{reason=client_gone}"] == 1
     assert m["cxr_requests_total{endpoint=/v1/predict,method=POST,status=499}"] == 1
-    assert m["cxr_batch_size_count"] == 1  # only the stayer's image went through ORT
-    assert m["cxr_images_total{format=png}"] == 1  # the leaver's was never even decoded
+    assert m["cxr_batch_size_count"] == STAYERS  # only the stayers' images went through ORT
+    assert m["cxr_images_total{format=png}"] == STAYERS  # the leaver's was never even decoded
