@@ -22,7 +22,7 @@ def _collector() -> _PartCollector:
     return _PartCollector(1 << 20, 16, "parts per upload")
 
 
-def _outcome(parse, body: bytes, boundary: bytes = BOUNDARY):  # noqa: ANN001, ANN202
+def _outcome(parse, body: bytes, boundary: bytes = BOUNDARY):
     collector = _collector()
     try:
         taken = parse(body, boundary, collector)
@@ -130,7 +130,7 @@ def _request(body: bytes, chunk: int, content_length: bool = False) -> Request:
     return Request({"type": "http", "method": "POST", "headers": headers}, receive)
 
 
-def _read(body: bytes, limit: int, chunk: int = 1000):  # noqa: ANN202
+def _read(body: bytes, limit: int, chunk: int = 1000):
     return asyncio.run(
         read_multipart(
             _request(body, chunk), per_file_limit=limit, total_limit=limit + 100, max_parts=16
