@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", type=Path, default=Path(os.environ.get("MODEL_DIR", "models")))
     p.add_argument("--out", type=Path, default=Path("results/bench"))
     p.add_argument("--a", default="WORKERS=1", help="service A environment, KEY=V,KEY=V")
+    p.add_argument(
+        "--a-tree",
+        type=Path,
+        help="run service A from this checkout (e.g. `git worktree add /tmp/old HEAD~3`)",
+    )
     p.add_argument("--b", default="", help="service B environment (default: the defaults)")
     p.add_argument("--peer", action="store_true", help="B is the BentoML peer, not a service")
     p.add_argument("--rounds", type=int, default=4)
@@ -87,12 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     configs = [ceiling.Config(2, 1, 16), ceiling.Config(1, 1, 1, processes=2)]
     base = {"MODEL_DIR": str(args.model_dir.resolve())}
     logs = args.out / "logs"
-    names = {"A": args.a or "defaults", "B": "BentoML peer" if args.peer else args.b or "defaults"}
+    names = {
+        "A": (args.a or "defaults") + (f" @ {args.a_tree}" if args.a_tree else ""),
+        "B": "BentoML peer" if args.peer else args.b or "defaults",
+    }
     servers: dict[str, tuple[ServerProcess, str]] = {}
     rounds: list[dict[str, Any]] = []
     try:
         servers["A"] = (
-            start_server("ab-A", "service", {**base, **_env(args.a)}, "/readyz", logs),
+            start_server(
+                "ab-A", "service", {**base, **_env(args.a)}, "/readyz", logs, tree=args.a_tree
+            ),
             "/v1/predict",
         )
         if args.peer:

@@ -64,3 +64,24 @@ def test_soak_reports_rss_growth(server: ServerProcess, bodies: list) -> None:
     result = soak(server, "/v1/predict", bodies, requests=60, warmup=20, concurrency=4)
     assert result["ok"] == 60 and result["errors"] == 0
     assert result["rss_after_mb"] > 0 and isinstance(result["growth_pct"], float)
+
+
+def test_a_server_can_run_from_another_checkout(tmp_path: Path, model_dir: Path) -> None:
+    # benchmarks.ab --a-tree: service A from e.g. a git worktree of an earlier commit
+    import shutil
+
+    import httpx
+
+    from tests.support.paths import REPO
+
+    tree = tmp_path / "other"
+    for package in ("service", "cxr"):
+        shutil.copytree(
+            REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    app = tree / "service" / "app.py"
+    app.write_text(app.read_text().replace('version="0.1.0"', 'version="0.1.0+other-tree"'))
+    env = {"MODEL_DIR": str(model_dir)}
+    with start_server("other", "service", env, "/readyz", tmp_path / "logs", tree=tree) as proc:
+        info = httpx.get(proc.url + "/openapi.json").json()["info"]
+    assert info["version"] == "0.1.0+other-tree"
