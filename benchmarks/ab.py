@@ -25,6 +25,7 @@ from benchmarks.payloads import multipart_body
 from benchmarks.procs import ServerProcess, start_server
 from benchmarks.scenarios import run_level
 from cxr.card import Preprocessing
+from tests.support.paths import REPO
 from tests.support.procs import free_port
 
 logger = logging.getLogger("benchmarks.ab")
@@ -101,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         servers["A"] = (
             start_server(
-                "ab-A", "service", {**base, **_env(args.a)}, "/readyz", logs, tree=args.a_tree
+                "ab-A",
+                "service",
+                {**base, **_env(args.a)},
+                "/readyz",
+                logs,
+                tree=args.a_tree or REPO,
             ),
             "/v1/predict",
         )

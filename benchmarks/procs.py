@@ -3,9 +3,9 @@ a measurement wants it: quiet logs, unbuffered output, readiness polled every 10
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from tests.support.paths import REPO
 from tests.support.procs import ServerProcess
 
 __all__ = ["ServerProcess", "start_server"]
@@ -18,22 +18,17 @@ def start_server(
     ready_path: str,
     log_dir: Path,
     timeout_s: float = 120.0,
-    tree: Path | None = None,
+    tree: Path = REPO,
 ) -> ServerProcess:
     """Start `python -m module` on a free loopback port; return once `ready_path` answers 200
     (`ready_s`: Popen → ready; `ready_cpu_s`: the CPU it spent until then). `tree`: run the
     module of another checkout (e.g. a git worktree of an earlier commit) with this interpreter."""
-    command = None
-    if tree is not None:
-        tree = tree.resolve()
-        command = ["bash", "-c", f'cd "{tree}" && exec "{sys.executable}" -m {module}']
-        env = {**env, "PYTHONPATH": str(tree)}
     server = ServerProcess(
         module,
         log=log_dir / f"{name}.log",
         ready_path=ready_path,
         name=name,
         env={"LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **env},
-        command=command,
+        tree=tree.resolve(),
     )
     return server.start(timeout_s=timeout_s, poll_s=0.01)

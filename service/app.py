@@ -163,7 +163,7 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
     if settings.fast_lane:
         # in front of FastAPI's own layers (error, telemetry and body-limit middleware, routing)
         lane = fastlane.PredictLane(metrics, checker)
-        app.lane = ServiceMiddleware(app.router, metrics=metrics, idle_s=idle_s, lane=lane)
+        app.lane = ServiceMiddleware(lane, metrics=metrics, idle_s=idle_s)
     app.add_middleware(ServiceMiddleware, metrics=metrics, idle_s=idle_s)
     return app
 

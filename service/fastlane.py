@@ -1,9 +1,10 @@
 """`POST /v1/predict` without FastAPI's routing, dependency solving and response validation.
 
-The one endpoint that carries the traffic is answered straight from the service middleware
-(service/middleware.py) by the same steps, in the same order and with the same errors as the
-FastAPI route in routes_v1.py, which stays registered for OpenAPI and for every request the lane
-does not take (another method, a `root_path`). Measured on 2 cores: ~1 CPU ms less per request
+The one endpoint that carries the traffic is taken in front of FastAPI's middleware stack
+(service/app.py) and answered inside the service middleware (service/middleware.py) by the
+same steps, in the same order and with the same errors as the FastAPI route in routes_v1.py,
+which stays registered for OpenAPI and for every request the lane does not take (another
+method, a `root_path`). Measured on 2 cores: ~1 CPU ms less per request
 on the event loop's thread (docs/performance.md). tests/service/test_fastlane.py holds the two
 paths to the same answers, byte for byte, on success and on every error.
 

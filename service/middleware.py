@@ -24,7 +24,6 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import UploadStalled
-from service.fastlane import PredictLane
 from service.metrics import Metrics
 
 CLIENT_GONE = 499  # the status label of requests whose client left before the answer (nginx's)
@@ -114,13 +113,10 @@ class _Exchange:
 class ServiceMiddleware:
     """Metrics + upload idle timeout + client-gone cancellation, in one pure ASGI layer."""
 
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, idle_s: float, lane: PredictLane | None = None
-    ) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, metrics: Metrics, idle_s: float) -> None:
+        self.app = app  # FastAPI's stack, or the /v1/predict lane in front of it (app.py)
         self.metrics = metrics
         self.idle_s = idle_s
-        self.lane = lane  # POST /v1/predict without FastAPI's layers (service/fastlane.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,9 +125,8 @@ class ServiceMiddleware:
         exchange = _Exchange(receive, send, self.idle_s)
         start = time.perf_counter()
         self.metrics.in_flight.inc()
-        handler = self.lane if self.lane is not None and self.lane.takes(scope) else self.app
         try:
-            await handler(scope, exchange.receive, exchange.send)
+            await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not exchange.gone or task is None:

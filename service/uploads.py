@@ -1,12 +1,15 @@
 """Read request bodies into memory with hard limits while streaming (never to disk).
 
-Bodies arrive in chunks (~64 kB); they are kept as they come (a multipart part's share of a
-chunk as a memoryview, not a copy) and joined once at the end, so a file is copied once between
-the socket's buffers and the decoder."""
+Bodies arrive in chunks (~64 kB); they are kept as they come and joined once the body is
+complete. A raw body is that join; a single-part upload is one more copy (its part of the
+joined body); python-multipart keeps a part's share of a chunk as a memoryview and joins it at
+the part's end."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import python_multipart
 from python_multipart.exceptions import FormParserError
@@ -44,19 +47,35 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise ImageTooLarge(
             f"upload is {_mb(int(declared))}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)"
         )
+
+    def refuse(_: list[bytes]) -> NoReturn:
+        raise ImageTooLarge(
+            f"upload is over {_mb(limit)}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)"
+        )
+
+    return _joined(await _gather(request, limit, refuse))
+
+
+async def _gather(
+    request: Request, limit: int, refuse: Callable[[list[bytes]], NoReturn]
+) -> list[bytes]:
+    """The body's chunks as they came; `refuse(chunks so far)` raises as soon as it passes
+    `limit`; 400 when the client leaves before the end."""
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ImageTooLarge(
-                    f"upload is over {_mb(limit)}; limit is {_mb(limit)} (MAX_UPLOAD_BYTES)"
-                )
+                refuse(chunks)
             if chunk:
                 chunks.append(chunk)
     except ClientDisconnect:
         raise BadRequest("client disconnected before the body was complete") from None
+    return chunks
+
+
+def _joined(chunks: list[bytes]) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -227,23 +246,15 @@ async def read_multipart(
             f"request body is {_mb(int(declared))}; limit is {_mb(total_limit)} ({limit_name})"
         )
     collector = _PartCollector(per_file_limit, max_parts, parts_name)
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > total_limit:
-                _parse_generic(boundary, chunks, collector)
-                raise ImageTooLarge(
-                    f"request body is over {_mb(total_limit)}; limit is {_mb(total_limit)} "
-                    f"({limit_name})"
-                )
-            if chunk:
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise BadRequest("client disconnected before the body was complete") from None
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not _parse_single(body, boundary, collector):
+
+    def refuse(arrived: list[bytes]) -> NoReturn:
+        _parse_generic(boundary, arrived, collector)
+        raise ImageTooLarge(
+            f"request body is over {_mb(total_limit)}; limit is {_mb(total_limit)} ({limit_name})"
+        )
+
+    chunks = await _gather(request, total_limit, refuse)
+    if not _parse_single(_joined(chunks), boundary, collector):
         _parse_generic(boundary, chunks, collector)
     return collector.parts
 

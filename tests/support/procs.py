@@ -71,8 +71,10 @@ class ServerProcess:
     """`python -m <module>` (the API: `service`; the web app: `gateway_flask`) on a loopback port.
 
     `env` overrides the inherited environment (HOST, PORT and PYTHONPATH are set for it);
-    stdout and stderr go to `log`. After `start`, `ready_s` is Popen → readiness 200 and
-    `ready_cpu_s` the CPU the process spent until then (robust on a busy machine).
+    stdout and stderr go to `log`. `tree`: the checkout it runs from (this one by default; e.g.
+    a git worktree of an earlier commit for a before/after benchmark). After `start`, `ready_s`
+    is Popen → readiness 200 and `ready_cpu_s` the CPU the process spent until then (robust on
+    a busy machine).
     """
 
     def __init__(
@@ -85,8 +87,9 @@ class ServerProcess:
         port: int | None = None,
         name: str | None = None,
         command: Sequence[str] | None = None,
+        tree: Path = REPO,
     ) -> None:
-        self.module, self.log, self.ready_path = module, log, ready_path
+        self.module, self.log, self.ready_path, self.tree = module, log, ready_path, tree
         self.command = list(command or [sys.executable, "-m", module])  # or another program
         self.name = name or module
         self.port = port or free_port()
@@ -95,7 +98,7 @@ class ServerProcess:
             **os.environ,
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(tree),
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -109,7 +112,7 @@ class ServerProcess:
             began = time.perf_counter()
             self.proc = subprocess.Popen(
                 self.command,
-                cwd=REPO,
+                cwd=self.tree,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
