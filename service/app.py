@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None, *, lifecycle: Lifecycle | None 
         openapi_url=None,
         redirect_slashes=False,
     )
+    app.metrics = metrics
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
     app.include_router(routes_verify.router)
@@ -174,6 +175,7 @@ class _ServiceApp(FastAPI):
     only add Python to every body chunk and response message of the busiest endpoint."""
 
     lane: ASGIApp | None = None
+    metrics: Metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.lane is not None and scope["type"] == "http" and fastlane.PredictLane.takes(scope):

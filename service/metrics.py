@@ -3,7 +3,9 @@
 With several worker processes (service/workers.py) prometheus-client runs in multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR): each worker writes its samples to files there and /metrics, answered
 by any worker, merges all of them. Counters and histograms are summed; the gauges say how they
-merge (`multiprocess_mode`): both are `livesum` (the sum over the workers alive now).
+merge (`multiprocess_mode`): `livesum` (the sum over the workers alive now), except
+`cxr_worker_connections`: one series per live worker (`liveall`, a pid label), so the balance
+shows.
 """
 
 from __future__ import annotations
@@ -83,6 +85,18 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.connections = Gauge(
+            "cxr_worker_connections",
+            "Open client connections served by this worker process (one series per worker pid;"
+            " set when several workers share the port).",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
+        self.connections_passed = Counter(
+            "cxr_connections_passed_total",
+            "New connections a worker passed to a less busy worker when it accepted them.",
+            registry=r,
+        )
         self.model_info = Info("cxr_model", "The model being served.", registry=r)
         self.predicted_age = Histogram(
             "cxr_predicted_age_years",
@@ -134,6 +148,13 @@ class Metrics:
         MultiProcessCollector(merged, path=self._multiprocess_dir)
         merged.register(_ModelInfo(self._model))  # Info has no multiprocess mode; all workers
         return generate_latest(merged), CONTENT_TYPE_LATEST  # serve the same model
+
+    # ConnectionObserver (service/balance.py)
+    def connections_changed(self, open_here: int) -> None:
+        self.connections.set(open_here)
+
+    def connection_passed(self) -> None:
+        self.connections_passed.inc()
 
     # BatchObserver
     def queue_changed(self, rows: int) -> None:

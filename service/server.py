@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -9,9 +10,11 @@ import threading
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from cxr.runtime import keep_image_buffers
 from service.app import create_app
+from service.balance import Balancer, balanced_protocol
 from service.lifecycle import Lifecycle
 from service.settings import Settings
 
@@ -22,10 +25,37 @@ class DrainingServer(uvicorn.Server):
     """First SIGTERM/SIGINT: readiness 503 at once, stop accepting after the grace period, let
     queued and in-flight requests finish, exit 0. A second SIGINT forces exit."""
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        grace_s: float,
+        balancer: Balancer | None = None,
+    ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.grace_s = grace_s
+        self.balancer = balancer
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.balancer is None or not self.started:
+            return
+        config = self.config
+
+        def adopt() -> asyncio.Protocol:  # as uvicorn's own factory, for a connection passed here
+            protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            protocol.adopted = True  # type: ignore[attr-defined]
+            return protocol
+
+        self.balancer.open(asyncio.get_running_loop(), adopt)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.balancer is not None:
+            self.balancer.close()  # no more connections from peers: they are draining too
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.lifecycle.draining or self.should_exit:
@@ -44,22 +74,31 @@ class DrainingServer(uvicorn.Server):
 
 
 def run_server(
-    settings: Settings, lifecycle: Lifecycle, sockets: list[socket.socket] | None = None
+    settings: Settings,
+    lifecycle: Lifecycle,
+    sockets: list[socket.socket] | None = None,
+    balancer: Balancer | None = None,
 ) -> int:
-    """Serve until drained; 0, or 3 when start-up failed (the reason is logged)."""
+    """Serve until drained; 0, or 3 when start-up failed (the reason is logged). With a
+    `balancer` (several workers), new connections are placed by it (service/balance.py)."""
     keep_image_buffers()
     app = create_app(settings, lifecycle=lifecycle)
+    http: type[asyncio.Protocol] | str = "auto"
+    if balancer is not None:
+        balancer.observer = app.metrics
+        http = balanced_protocol(AutoHTTPProtocol, balancer)
     # proxy_headers off: nothing here reads the client address, and it is one ASGI layer less
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=http,
         log_config=None,
         log_level=settings.log_level.lower(),
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
     )
-    server = DrainingServer(config, lifecycle, settings.shutdown_grace_s)
+    server = DrainingServer(config, lifecycle, settings.shutdown_grace_s, balancer)
     server.run(sockets=sockets)
     return 0 if server.started else 3

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, ge=1024)
     max_batch_files: int = Field(64, ge=1)
     workers: int = Field(0, ge=0, le=64)  # server processes; 0 = the CPU limit (cgroup-aware)
+    connection_balance: bool = True  # workers pass new connections to the least busy (balance.py)
     ort_intra_op_threads: int = Field(0, ge=0)  # 0 = cores ÷ workers (1 worker: ORT picks)
     ort_providers: Annotated[list[str], NoDecode] = []  # empty = CUDA first when present, else CPU
     preprocess_threads: int = Field(0, ge=0)  # 0 = cores ÷ workers

@@ -3,13 +3,17 @@
 Python spends most of a request holding the GIL (HTTP parsing, multipart, routing, JSON), so one
 process cannot use two cores for it; several processes can. Each worker binds the port with
 SO_REUSEPORT, so the kernel spreads connections across them (a shared listening socket would let
-one worker's accept loop take a whole burst of connections). The supervisor (this process) holds
-the port without listening, so a restarted worker gets the same one, and:
+one worker's accept loop take a whole burst of connections), and a worker that gets a connection
+while it serves more than a peer passes it on (service/balance.py: the kernel's hash alone leaves
+few long-lived connections unevenly spread). The supervisor (this process) holds the port without
+listening, so a restarted worker gets the same one, and:
 
 - gives every worker a slot on a shared board (service/lifecycle.py): /readyz answers 200 only
   when every worker is warm, and 503 from every worker as soon as one drains;
 - sets PROMETHEUS_MULTIPROC_DIR to a fresh temporary folder before the workers start, so /metrics
   on any worker sums all of them (service/metrics.py), and deletes it at exit;
+- gives every worker a slot in a shared count of open connections and a private folder for the
+  Unix sockets connections are passed through (CONNECTION_BALANCE), deleted at exit;
 - on SIGTERM/SIGINT marks every slot draining (readiness 503 at once, whichever worker answers),
   forwards the signal to every worker (each drains as a single server would) and exits 0 when
   all of them did;
@@ -29,6 +33,7 @@ import socket
 import tempfile
 from collections.abc import MutableSequence
 from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
 from types import FrameType
 
@@ -70,8 +75,15 @@ def stop_signal_pending(pid: int) -> bool:
     )
 
 
-def _worker(slot: int, board: MutableSequence[int], port: int) -> None:
+def _worker(
+    slot: int,
+    board: MutableSequence[int],
+    port: int,
+    counts: SynchronizedArray[int] | None,
+    channels: str | None,
+) -> None:
     """Child process: one full server on its own SO_REUSEPORT socket."""
+    from service.balance import Balancer
     from service.lifecycle import Lifecycle
     from service.server import run_server
     from service.settings import LOG_FORMAT, load_settings
@@ -81,7 +93,10 @@ def _worker(slot: int, board: MutableSequence[int], port: int) -> None:
     sock = reuseport_socket(settings.host, port, listen=True)
     supervisor = os.getppid()
     lifecycle = Lifecycle(board, slot, stopping=lambda: stop_signal_pending(supervisor))
-    raise SystemExit(run_server(settings, lifecycle, sockets=[sock]))
+    balancer = None
+    if counts is not None and channels is not None:
+        balancer = Balancer(slot, counts, board, Path(channels))
+    raise SystemExit(run_server(settings, lifecycle, sockets=[sock], balancer=balancer))
 
 
 def supervise(settings: Settings) -> int:
@@ -94,13 +109,19 @@ def supervise(settings: Settings) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="cxr-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by every spawned worker
     board = _spawn.RawArray("b", n)
+    counts = _spawn.Array("i", n) if settings.connection_balance else None  # open connections
+    channels = tempfile.mkdtemp(prefix="cxr-workers-") if counts is not None else None
     procs: list[BaseProcess] = []
     ever_ready = [False] * n
     stopping = 0  # signals received
 
     def start(slot: int) -> BaseProcess:
         board[slot] = 0
-        proc = _spawn.Process(target=_worker, args=(slot, board, port), name=f"worker-{slot}")
+        if counts is not None:
+            counts[slot] = 0  # a dead worker's connections died with it
+        proc = _spawn.Process(
+            target=_worker, args=(slot, board, port, counts, channels), name=f"worker-{slot}"
+        )
         proc.start()
         return proc
 
@@ -156,4 +177,6 @@ def supervise(settings: Settings) -> int:
             signal.signal(sig, handler)
         holder.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if channels is not None:
+            shutil.rmtree(channels, ignore_errors=True)
         logger.info("all workers stopped")

@@ -1,11 +1,15 @@
 """Several worker processes (WORKERS): the count follows the setting, /metrics is one view of all
-of them, readiness waits for every worker, and SIGTERM under load still loses nothing."""
+of them, readiness waits for every worker, SIGTERM under load still loses nothing, and a few
+long-lived connections are spread evenly over the workers (CONNECTION_BALANCE)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +17,7 @@ import httpx
 from tests.support.http import scrape
 from tests.support.images import encode, xray
 from tests.support.loadgen import SECRET_NAME, run_load
+from tests.support.procs import ServerProcess, connection_owners
 
 
 def workers_of(pid: int) -> list[int]:
@@ -98,3 +103,121 @@ def test_sigterm_under_load_with_workers_loses_nothing(start_service) -> None:
     assert tally.statuses() == {200: tally.sent}, tally.summary()
     assert code == 0
     assert svc.log_text().count("draining: readiness now 503") == 2  # each worker drained
+
+
+def _answer(conn: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response read off `conn` (uvicorn writes head and body separately)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data[:200]!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(body)} of {length} body bytes")
+        body += chunk
+    assert len(body) == length, "more than one response"
+    return head
+
+
+def _open_set(svc: ServerProcess, request: bytes, n: int) -> list[socket.socket]:
+    """`n` connections opened back to back, each sending `request` at once (before any worker
+    could have placed it), each answered 200."""
+    conns = []
+    for _ in range(n):
+        conn = socket.create_connection(("127.0.0.1", svc.port), timeout=30)
+        conn.sendall(request)
+        conns.append(conn)
+    for conn in conns:
+        head = _answer(conn)
+        assert head.startswith(b"HTTP/1.1 200"), head
+    return conns
+
+
+def _split(svc: ServerProcess, conns: list[socket.socket]) -> list[int]:
+    """How many of `conns` each worker serves, smallest first (from the kernel's tables)."""
+    workers = workers_of(svc.pid)
+    owners = connection_owners({c.getsockname()[1] for c in conns}, workers)
+    assert len(owners) == len(conns)  # every connection is held by exactly one worker
+    return sorted(list(owners.values()).count(w) for w in workers)
+
+
+def _passed(svc: ServerProcess) -> float:
+    return samples(svc.url).get("cxr_connections_passed_total", 0.0)
+
+
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def test_few_connections_are_spread_evenly_over_the_workers(start_service) -> None:
+    svc = start_service(WORKERS="2")
+    png = encode(xray(256, 256, seed=5), "PNG")
+    part = f'Content-Disposition: form-data; name="file"; filename="{SECRET_NAME}.png"'
+    body = b"--b0\r\n" + part.encode() + b"\r\nContent-Type: image/png\r\n\r\n"
+    body += png + b"\r\n--b0--\r\n"
+    upload = (
+        "POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; "
+        f"boundary=b0\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    splits = []
+    for trial in range(12):  # the kernel's hash alone puts all 4 on one worker 1 time in 8
+        conns = _open_set(svc, upload if trial % 3 == 0 else HEALTH, 4)
+        splits.append(_split(svc, conns))
+        for conn in conns:  # the connections stay usable where they were placed
+            conn.sendall(HEALTH)
+            assert _answer(conn).startswith(b"HTTP/1.1 200")
+            conn.close()
+        time.sleep(0.1)  # the workers see the closes before the next set
+    print(f"\n12 sets of 4 connections over 2 workers: {splits}")
+    assert splits == [[2, 2]] * 12
+    assert _passed(svc) > 0  # (all 12 placed evenly by the hash itself: p = 4^-12)
+    gauges = {k: v for k, v in samples(svc.url).items() if k.startswith("cxr_worker_connections")}
+    assert len(gauges) == 2  # one series per worker (pid label)
+    assert svc.terminate() == 0
+
+
+def test_without_balancing_the_kernel_alone_places_connections(start_service) -> None:
+    svc = start_service(WORKERS="2", CONNECTION_BALANCE="false")
+    for _ in range(4):
+        conns = _open_set(svc, HEALTH, 4)
+        assert sum(_split(svc, conns)) == 4
+        for conn in conns:
+            conn.close()
+    assert _passed(svc) == 0
+    assert svc.terminate() == 0
+
+
+def test_a_replaced_worker_gets_its_share_of_new_connections(start_service) -> None:
+    svc = start_service(WORKERS="2")
+    held = _open_set(svc, HEALTH, 4)  # 2 + 2
+    victim = workers_of(svc.pid)[0]
+    os.kill(victim, signal.SIGKILL)  # its two connections die with it
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the supervisor starts another; ready when both are
+        workers = workers_of(svc.pid)
+        if victim not in workers and len(workers) == 2:
+            r = httpx.get(f"{svc.url}/readyz", headers={"Connection": "close"})
+            if r.status_code == 200:
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no replacement worker ready:\n{svc.log_text()[-2000:]}")
+    survivors = [c for c in held if _alive(c)]
+    assert len(survivors) == 2
+    fresh = _open_set(svc, HEALTH, 4)  # the new worker (0 open) gets the new ones first
+    assert _split(svc, survivors + fresh) == [3, 3]
+    for conn in survivors + fresh:
+        conn.close()
+    assert svc.terminate() == 0
+
+
+def _alive(conn: socket.socket) -> bool:
+    try:
+        conn.sendall(HEALTH)
+        return _answer(conn).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False

@@ -57,6 +57,36 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def _socket_inodes(pid: int) -> set[int]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def connection_owners(client_ports: set[int], pids: Sequence[int]) -> dict[int, int]:
+    """{client port: pid of the process holding the server end} for loopback TCP connections,
+    from the kernel's own tables (/proc/net/tcp*, /proc/<pid>/fd): which worker serves which
+    connection, whatever the server says about itself."""
+    remote_port_of: dict[int, int] = {}  # socket inode → the remote port of that connection
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port_of[int(fields[9])] = int(fields[2].rsplit(":", 1)[1], 16)
+    owners: dict[int, int] = {}
+    for pid in pids:
+        for inode in _socket_inodes(pid):
+            port = remote_port_of.get(inode)
+            if port in client_ports:
+                owners[port] = pid
+    return owners
+
+
 def _tree_sum(pid: int, read: Callable[[int], float]) -> float:
     total = 0.0
     for p in process_tree(pid):
