@@ -35,12 +35,35 @@ from service.lifecycle import STATES
 logger = logging.getLogger("service.balance")
 READY = STATES.index("ready")
 _STREAM_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+LOCK_WAIT_S = 0.05  # the lock is held for a few microseconds; longer means its holder died
 
 
 class ConnectionObserver(Protocol):
     def connections_changed(self, open_here: int) -> None: ...
 
     def connection_passed(self) -> None: ...
+
+
+class _Held:
+    """The counts' lock, but never waited for long: a worker killed while holding it (SIGKILL,
+    the OOM killer) would otherwise stop every other worker's event loop for good. Past the
+    wait the update goes ahead unlocked; the counts steer placement, nothing depends on them
+    being exact (a lost update only skews where the next connections go)."""
+
+    __slots__ = ("_held", "_lock")
+
+    def __init__(self, counts: SynchronizedArray[Any]) -> None:
+        self._lock = counts.get_lock()
+        self._held = False
+
+    def __enter__(self) -> None:
+        self._held = self._lock.acquire(timeout=LOCK_WAIT_S)
+        if not self._held:
+            logger.warning("connection counts lock not free after %g s: going on", LOCK_WAIT_S)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held:
+            self._lock.release()
 
 
 def channel_path(folder: Path, slot: int) -> Path:
@@ -103,8 +126,8 @@ class Balancer:
     def place(self, fd: int) -> bool:
         """A connection this worker accepted: True = serve it here (counted here), False = it
         was passed to a less busy peer (counted there) and this worker must let go of it."""
-        counts = self.counts
-        with counts.get_lock():
+        counts = self.counts.get_obj()  # raw: the wrapper's own indexing takes the lock again
+        with _Held(self.counts):
             mine = counts[self.slot]
             target = None
             for peer in range(len(counts)):
@@ -129,12 +152,12 @@ class Balancer:
     def joined(self) -> None:
         """A connection passed here is being served (the peer counted it here)."""
         if self.observer is not None:
-            self.observer.connections_changed(self.counts[self.slot])
+            self.observer.connections_changed(self.counts.get_obj()[self.slot])
 
     def release(self) -> None:
         """A connection served here closed."""
-        counts = self.counts
-        with counts.get_lock():
+        counts = self.counts.get_obj()
+        with _Held(self.counts):
             counts[self.slot] = here = max(0, counts[self.slot] - 1)
         if self.observer is not None:
             self.observer.connections_changed(here)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import socket
+import threading
 from pathlib import Path
 
 from service.balance import Balancer, balanced_protocol
@@ -127,3 +128,31 @@ def test_a_new_connection_goes_to_the_least_busy_ready_peer(tmp_path: Path) -> N
             sock.close()
 
     asyncio.run(scenario())
+
+
+def test_placement_goes_on_when_the_counts_lock_is_never_freed(tmp_path: Path) -> None:
+    """A worker killed while holding the shared lock must not stop the others placing."""
+    counts = multiprocessing.get_context("spawn").Array("i", 2)
+    balancer = Balancer(0, counts, [READY, READY], tmp_path)
+    taken, done = threading.Event(), threading.Event()
+    deadlocked: list[bool] = []
+
+    def holder() -> None:  # another thread (the lock is reentrant for its owner)
+        with counts.get_lock():
+            taken.set()
+            # as if its holder had died holding it; freed only once placement went on without
+            deadlocked.append(not done.wait(30))
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert taken.wait(10)
+        with socket.socket() as sock:
+            assert balancer.place(sock.fileno()) is True  # no channel: served here
+        assert counts.get_obj()[:] == [1, 0]  # (the wrapper's indexing would wait for the lock)
+        balancer.release()
+        assert counts.get_obj()[:] == [0, 0]
+    finally:
+        done.set()
+        thread.join()
+    assert deadlocked == [False]
