@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import UploadStalled
 from service.metrics import Metrics
+from service.wholebody import EXTENSION, BodyProgress
 
 CLIENT_GONE = 499  # the status label of requests whose client left before the answer (nginx's)
 
@@ -34,9 +35,11 @@ class _Exchange:
 
     __slots__ = (
         "_idle_s",
+        "_progress",
         "_receive",
         "_send",
         "_task",
+        "_timer",
         "_watcher",
         "gone",
         "stalled",
@@ -44,11 +47,15 @@ class _Exchange:
         "status",
     )
 
-    def __init__(self, receive: Receive, send: Send, idle_s: float) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, idle_s: float, progress: BodyProgress | None = None
+    ) -> None:
         self._receive = receive
         self._send = send
         self._idle_s = idle_s
+        self._progress = progress  # a whole-body read (service/wholebody.py): when data last came
         self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Task[Message] | None = None
         self.status = 500
         self.started = False
@@ -60,7 +67,7 @@ class _Exchange:
             return await asyncio.shield(self._watcher)
         # one timer per chunk (not asyncio.timeout's context object): ~10 chunks per upload
         task = asyncio.current_task()  # the one awaiting this chunk (a route may use another)
-        timer = asyncio.get_running_loop().call_later(self._idle_s, self._stall, task)
+        self._timer = asyncio.get_running_loop().call_later(self._idle_s, self._stall, task)
         try:
             message = await self._receive()
         except asyncio.CancelledError:
@@ -70,7 +77,8 @@ class _Exchange:
                 f"upload stalled: no data for {self._idle_s:g} s (UPLOAD_IDLE_TIMEOUT_S)"
             ) from None
         finally:
-            timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
         if message["type"] != "http.request" or not message.get("more_body", False):
             # ASGI's receive returns an awaitable, not always a coroutine (granian's is not)
             self._watcher = asyncio.get_running_loop().create_task(self._next_message())
@@ -78,6 +86,13 @@ class _Exchange:
         return message
 
     def _stall(self, task: asyncio.Task[object] | None) -> None:
+        progress = self._progress
+        if progress is not None:  # the whole body in one receive: the gap is since the last piece
+            loop = asyncio.get_running_loop()
+            quiet = loop.time() - progress.last_at
+            if quiet < self._idle_s:
+                self._timer = loop.call_later(self._idle_s - quiet, self._stall, task)
+                return
         if task is not None:
             self.stalled = True
             task.cancel()
@@ -122,7 +137,9 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(receive, send, self.idle_s)
+        extensions = scope.get("extensions")
+        progress = extensions.get(EXTENSION) if extensions else None
+        exchange = _Exchange(receive, send, self.idle_s, progress)
         start = time.perf_counter()
         self.metrics.in_flight.inc()
         try:

@@ -11,12 +11,15 @@ from types import FrameType
 
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cxr.runtime import keep_image_buffers
 from service.app import create_app
 from service.balance import Balancer, balanced_protocol
 from service.lifecycle import Lifecycle
 from service.settings import Settings
+from service.uploads import MULTIPART_OVERHEAD
+from service.wholebody import whole_body_protocol
 
 logger = logging.getLogger("service")
 
@@ -73,6 +76,19 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def http_protocol(settings: Settings, balancer: Balancer | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol as the service runs it: upload bodies handed over whole
+    (WHOLE_BODY_UPLOADS, service/wholebody.py), connections placed by `balancer` if any."""
+    http: type[asyncio.Protocol] = AutoHTTPProtocol
+    if settings.whole_body_uploads and issubclass(http, HttpToolsProtocol):
+        # the single-file upload: the file and its multipart framing (routes_v1.read_one_file)
+        limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
+        http = whole_body_protocol(http, {"/v1/predict": limit})
+    if balancer is not None:
+        http = balanced_protocol(http, balancer)
+    return http
+
+
 def run_server(
     settings: Settings,
     lifecycle: Lifecycle,
@@ -83,10 +99,9 @@ def run_server(
     `balancer` (several workers), new connections are placed by it (service/balance.py)."""
     keep_image_buffers()
     app = create_app(settings, lifecycle=lifecycle)
-    http: type[asyncio.Protocol] | str = "auto"
     if balancer is not None:
         balancer.observer = app.metrics
-        http = balanced_protocol(AutoHTTPProtocol, balancer)
+    http = http_protocol(settings, balancer)
     # proxy_headers off: nothing here reads the client address, and it is one ASGI layer less
     config = uvicorn.Config(
         app,

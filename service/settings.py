@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     # of going through the batcher: auto = when the model runs on the CPU (docs/performance.md)
     inline_inference: Literal["auto", "on", "off"] = "auto"
     fast_lane: bool = True  # POST /v1/predict answered without FastAPI's layers (fastlane.py)
+    whole_body_uploads: bool = True  # the protocol hands an upload's body over whole (wholebody.py)
     max_queue: int = Field(256, ge=1)
     request_timeout_ms: float = Field(10_000, gt=0)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)

@@ -11,6 +11,7 @@ import uvicorn
 
 from service.app import create_app
 from service.lifecycle import Lifecycle
+from service.server import http_protocol
 from service.settings import Settings
 
 
@@ -37,7 +38,12 @@ class RunningServer:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+            self.app,
+            http=http_protocol(settings),  # the protocol the service runs with
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
