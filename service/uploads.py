@@ -7,6 +7,7 @@ the part's end."""
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -164,6 +165,36 @@ _MAX_HEADER_LINE = 4096
 _NOT_TOKEN = python_multipart.multipart.TOKEN_CHARS  # bytes.translate deletes these
 
 
+def _libc_memmem() -> Callable[..., int | None] | None:
+    try:
+        memmem = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):  # not a C library that has it: bytes.find
+        return None
+    memmem.restype = ctypes.c_void_p
+    memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    return memmem  # type: ignore[no-any-return]
+
+
+_MEMMEM = _libc_memmem()
+
+
+def find(haystack: bytes, needle: bytes, start: int = 0) -> int:
+    """`haystack.find(needle, start)`, by the C library's memmem when there is one: the closing
+    delimiter of an upload is searched for across the whole file, ~640 kB for a 1024-px PNG,
+    in 30 µs instead of bytes.find's 70–80 (and without the GIL)."""
+    if (
+        _MEMMEM is None
+        or type(haystack) is not bytes
+        or not needle
+        or not 0 <= start < len(haystack)
+    ):
+        return haystack.find(needle, start)
+    base = ctypes.cast(ctypes.c_char_p(haystack), ctypes.c_void_p).value
+    assert base is not None
+    found = _MEMMEM(base + start, len(haystack) - start, needle, len(needle))
+    return -1 if found is None else found - base
+
+
 def _parse_generic(boundary: bytes, chunks: list[bytes], collector: _PartCollector) -> None:
     """python-multipart over the chunks as they came; 400 when it finds the body malformed."""
     callbacks = {name: getattr(collector, name) for name in _CALLBACKS}
@@ -203,7 +234,7 @@ def _parse_single(body: bytes, boundary: bytes, collector: _PartCollector) -> bo
         headers.append((name, line[colon + 1 :].lstrip(b" ")))
     start = head_end + 4
     delimiter = b"\r\n--" + boundary
-    end = body.find(delimiter, start)
+    end = find(body, delimiter, start)
     if end == -1 or body[end + len(delimiter) : end + len(delimiter) + 2] != b"--":
         return False  # another part follows, or the data holds a delimiter-like line
     collector.on_part_begin()

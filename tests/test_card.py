@@ -131,3 +131,35 @@ def test_nothing_imports_the_service_but_the_service() -> None:
         if pattern.search(p.read_text())
     ]
     assert found == []
+
+
+def test_one_age_interval_is_the_vector_computation_rounded() -> None:
+    """`around` (plain floats, per prediction) against `bounds` (numpy, the /v2 tensors): the
+    same numbers for ages inside, near and beyond the display range, every level."""
+    import math
+    import random
+
+    from cxr.card import AgeInterval
+
+    interval = AgeInterval(quantiles={"0.5": 4.3, "0.8": 9.87, "0.9": 12.345, "0.95": 15.0})
+    rng = random.Random(3)
+    ages = [
+        0.0,
+        1e-9,
+        3.1,
+        12.345,
+        119.99,
+        120.0,
+        125.5,
+        -7.0,
+        1e6,
+        *[rng.uniform(-20, 140) for _ in range(500)],
+    ]
+    for level in interval.levels():
+        for age in ages:
+            b = interval.bounds([age], level)
+            assert b is not None
+            want = [round(float(b[0, 0]), 2), round(float(b[0, 1]), 2)]
+            assert interval.around(age, level) == want, (age, level)
+    assert interval.around(50.0, "0.99") is None
+    assert interval.around(math.nan) is None and interval.around(math.inf) is None

@@ -13,7 +13,14 @@ from starlette.requests import Request
 
 from cxr.errors import ImageTooLarge
 from service.errors import ApiError, BadRequest
-from service.uploads import _parse_generic, _parse_single, _PartCollector, read_multipart
+from service.uploads import (
+    _MEMMEM,
+    _parse_generic,
+    _parse_single,
+    _PartCollector,
+    find,
+    read_multipart,
+)
 
 BOUNDARY = b"----cxrBoundary7MA4YWxkTrZu0gW"
 
@@ -160,3 +167,32 @@ def test_a_malformed_start_is_named_before_the_size() -> None:
     body = b"--" + BOUNDARY + b"XX" + b"y" * 50_000
     with pytest.raises(BadRequest, match="malformed multipart"):
         _read(body, limit=10_000)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=300),
+    st.binary(min_size=0, max_size=12),
+    st.integers(min_value=-5, max_value=310),
+)
+def test_find_is_bytes_find(haystack: bytes, needle: bytes, start: int) -> None:
+    assert find(haystack, needle, start) == haystack.find(needle, start)
+    # a needle built from the haystack itself: found, and at the first place
+    if len(haystack) > 4:
+        piece = haystack[len(haystack) // 2 : len(haystack) // 2 + 3]
+        assert find(haystack, piece, 1) == haystack.find(piece, 1)
+
+
+def test_find_uses_memmem_on_a_large_body_and_agrees() -> None:
+    import random
+
+    assert _MEMMEM is not None  # glibc (the images, CI): the C search is the one tested here
+    rng = random.Random(5)
+    body = bytes(rng.getrandbits(8) for _ in range(700_000))
+    needle = b"\r\n--" + b"boundary" * 5
+    at = 654_321
+    planted = body[:at] + needle + body[at:] + needle
+    assert find(planted, needle, 100) == planted.find(needle, 100) == at
+    assert find(planted, needle, at + 1) == len(planted) - len(needle)
+    assert find(body, needle, 0) == body.find(needle) == -1
+    assert find(bytearray(planted), needle, 0) == at  # not bytes: bytes.find's own answer
