@@ -171,7 +171,7 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
     from service.model import load_model
     from service.schemas import ModelRef, Prediction
     from service.settings import Settings
-    from service.uploads import read_body, read_multipart
+    from service.uploads import read_body, read_multipart, upload_body_limit
 
     settings = Settings(
         model_dir=model_dir, workers=1, preprocess_threads=1, ort_intra_op_threads=1, max_wait_ms=0
@@ -191,7 +191,7 @@ def profile_stages(model_dir: Path, png: bytes, body: Body, n: int = 60) -> dict
             read_multipart(
                 request,
                 per_file_limit=settings.max_upload_bytes,
-                total_limit=settings.max_upload_bytes + 65536,
+                total_limit=upload_body_limit(settings.max_upload_bytes),
                 max_parts=16,
             )
         )

@@ -28,7 +28,7 @@ from service.schemas import (
     Status,
     error_responses,
 )
-from service.uploads import MULTIPART_OVERHEAD, Upload, is_multipart, read_body, read_multipart
+from service.uploads import Upload, is_multipart, read_body, read_multipart, upload_body_limit
 
 router = APIRouter()
 
@@ -49,7 +49,7 @@ async def read_one_file(request: Request, limit: int) -> bytes:
     if not is_multipart(request):
         return await read_body(request, limit)
     parts = await read_multipart(
-        request, per_file_limit=limit, total_limit=limit + MULTIPART_OVERHEAD, max_parts=16
+        request, per_file_limit=limit, total_limit=upload_body_limit(limit), max_parts=16
     )
     files = [p for p in parts if p.field == "file"]
     if len(files) != 1:

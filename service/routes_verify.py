@@ -18,7 +18,7 @@ from service.deps import ReadyEngineDep
 from service.errors import BadRequest, NothingToVerify
 from service.routes_v1 import _checked, _model_ref
 from service.schemas import InputWarning, ModelRef, error_responses, upload_body
-from service.uploads import MULTIPART_OVERHEAD, is_multipart, read_body, read_multipart
+from service.uploads import is_multipart, read_body, read_multipart, upload_body_limit
 
 router = APIRouter()
 
@@ -121,7 +121,7 @@ async def _read(request: Request, limit: int) -> tuple[bytes, dict[str, str]]:
     if not is_multipart(request):
         return await read_body(request, limit), {}
     parts = await read_multipart(
-        request, per_file_limit=limit, total_limit=limit + MULTIPART_OVERHEAD, max_parts=16
+        request, per_file_limit=limit, total_limit=upload_body_limit(limit), max_parts=16
     )
     files = [p for p in parts if p.field == "file"]
     if len(files) != 1:

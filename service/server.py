@@ -18,7 +18,7 @@ from service.app import create_app
 from service.balance import Balancer, balanced_protocol
 from service.lifecycle import Lifecycle
 from service.settings import Settings
-from service.uploads import MULTIPART_OVERHEAD
+from service.uploads import upload_body_limit
 from service.wholebody import whole_body_protocol
 
 logger = logging.getLogger("service")
@@ -81,8 +81,7 @@ def http_protocol(settings: Settings, balancer: Balancer | None = None) -> type[
     (WHOLE_BODY_UPLOADS, service/wholebody.py), connections placed by `balancer` if any."""
     http: type[asyncio.Protocol] = AutoHTTPProtocol
     if settings.whole_body_uploads and issubclass(http, HttpToolsProtocol):
-        # the single-file upload: the file and its multipart framing (routes_v1.read_one_file)
-        limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
+        limit = upload_body_limit(settings.max_upload_bytes)  # as routes_v1.read_one_file
         http = whole_body_protocol(http, {"/v1/predict": limit})
     if balancer is not None:
         http = balanced_protocol(http, balancer)

@@ -36,6 +36,12 @@ class Upload:
     chunks: list[bytes | memoryview] = field(default_factory=list, repr=False)
 
 
+def upload_body_limit(file_limit: int) -> int:
+    """The most bytes the body of a single-file upload may have: the file and its multipart
+    framing (the routes' total limit, and how much the protocol reads whole: wholebody.py)."""
+    return file_limit + MULTIPART_OVERHEAD
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.3g} MB"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.http import scrape
+from tests.support.http import read_responses, scrape
 from tests.support.images import encode, xray
 from tests.support.loadgen import SECRET_NAME, run_load
 from tests.support.procs import ServerProcess, connection_owners
@@ -106,21 +106,9 @@ def test_sigterm_under_load_with_workers_loses_nothing(start_service) -> None:
 
 
 def _answer(conn: socket.socket) -> bytes:
-    """One whole HTTP/1.1 response read off `conn` (uvicorn writes head and body separately)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed after {data[:200]!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed after {len(body)} of {length} body bytes")
-        body += chunk
-    assert len(body) == length, "more than one response"
+    """The head of the one whole HTTP/1.1 response read off `conn`."""
+    [(head, _)], more = read_responses(conn)
+    assert not more, "more than one response"
     return head
 
 

@@ -22,6 +22,7 @@ from uvicorn.server import ServerState
 
 from service.settings import Settings
 from service.wholebody import EXTENSION, whole_body_protocol
+from tests.support.http import read_responses
 from tests.support.servers import RunningServer
 
 LIMIT = 4096  # /small's; /up and /early take up to 2 MB whole
@@ -204,34 +205,20 @@ def test_pipelined_uploads_and_an_early_answer_keep_the_connection_in_step() -> 
 
 
 def _answers(url: str, request: bytes, count: int) -> list[tuple[bytes, set[bytes], bytes]]:
-    """Send one request (or several pipelined), read `count` answers by their Content-Length
-    (or up to the server's close): (status line, other headers less the date, body)."""
+    """Send one request (or several pipelined), read `count` answers by their Content-Length:
+    (status line, other headers less the date, body)."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=20) as conn:
         try:
             conn.sendall(request)
         except OSError:  # answered (413) and closed before the whole body went out
             pass
-        got = b""
-        answers = []
-        while len(answers) < count:
-            head, sep, rest = got.partition(b"\r\n\r\n")
-            length = re.search(rb"content-length: (\d+)", head.lower()) if sep else None
-            if length and len(rest) >= int(length.group(1)):
-                body, got = rest[: int(length.group(1))], rest[int(length.group(1)) :]
-                status, *headers = head.split(b"\r\n")
-                kept = {h.lower() for h in headers if not h.lower().startswith(b"date:")}
-                answers.append((status, kept, body))
-                continue
-            try:
-                chunk = conn.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                raise AssertionError(
-                    f"connection closed after {len(answers)} answers: {got[:300]!r}"
-                )
-            got += chunk
+        responses, _ = read_responses(conn, count)
+    answers = []
+    for head, body in responses:
+        status, *headers = head.split(b"\r\n")
+        kept = {h.lower() for h in headers if not h.lower().startswith(b"date:")}
+        answers.append((status, kept, body))
     return answers
 
 

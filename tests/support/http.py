@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import socket
 from typing import TYPE_CHECKING
 
 import httpx
@@ -25,6 +26,29 @@ def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
             out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return out
+
+
+def read_responses(conn: socket.socket, count: int = 1) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """`count` whole HTTP/1.1 responses read off a raw socket by their Content-Length (uvicorn
+    may write a head and its body separately): ([(head, body), …], bytes read past the last).
+    ConnectionError when the server closes (or resets) the connection first."""
+    data, responses = b"", []
+    while len(responses) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE) if sep else None
+        if length and len(rest) >= int(length.group(1)):
+            size = int(length.group(1))
+            responses.append((head, rest[:size]))
+            data = rest[size:]
+            continue
+        try:
+            chunk = conn.recv(65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            raise ConnectionError(f"closed after {len(responses)} responses and {data[:300]!r}")
+        data += chunk
+    return responses, data
 
 
 class RawUpload:
